@@ -1,0 +1,1 @@
+"""basal_ganglia"""
