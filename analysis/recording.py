@@ -1,0 +1,352 @@
+"""The brainloop HDF5 recording format: the only module that writes or reads it (DESIGN.md §7).
+
+A `Recorder` writes one file per run. Root attributes hold the provenance (`format`,
+`format_version`, `sim`, `seed`, `config` and `versions` as JSON, `created` in ISO 8601); time
+series are appended step by step into chunked, gzip-compressed, resizable datasets whose first
+axis is the step; static arrays are written once; the headline figures of a run are attributes of
+the group `/summary`. Appends are buffered in memory and the file is opened, written and closed
+only at a flush, so a process killed at any other moment (even by SIGKILL) leaves a closed,
+readable file holding everything up to the last flush. `Recording` reads a file back as numpy
+arrays; analysis code uses nothing else.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "brainloop"
+FORMAT_VERSION = 1
+
+# Distributions whose versions make a run reproducible; missing ones are left out.
+_VERSIONED_PACKAGES = (
+    "brainloop", "torch", "numpy", "scipy", "h5py", "networkx", "gymnasium", "scikit-learn",
+    "matplotlib", "brian2",
+)
+# Target bytes per chunk: large enough for gzip to pay off, small enough to append cheaply.
+_CHUNK_BYTES = 1 << 18
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the installed packages a run depends on (name -> version).
+
+    Read from package metadata rather than by importing, so it is fast and has no side effects.
+    """
+    versions = {"python": platform.python_version()}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _normalise_name(name: str) -> str:
+    """'/cortex/h1/z' and 'cortex/h1/z' name the same dataset; empty parts are an error."""
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {name!r}")
+    parts = name.strip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"invalid dataset name {name!r}: use slash paths like 'cortex/h1/z'")
+    return "/".join(parts)
+
+
+def _to_numpy(name: str, value: Any) -> np.ndarray:
+    """A python number, numpy array or torch tensor as a numeric numpy array."""
+    if hasattr(value, "detach"):  # torch tensor, without importing torch here
+        value = value.detach().cpu().numpy()
+    array = np.asarray(value)
+    if array.dtype.kind not in "biufc":
+        raise ValueError(f"dataset {name!r}: values must be numeric or bool, got dtype {array.dtype}")
+    return array
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} value {value!r} is not JSON serialisable")
+
+
+def _plain_number(key: str, value: Any) -> float | int:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"summary figure {key!r} must be a number, got {value!r}") from None
+
+
+class _Series:
+    """One time series: its per-step shape and dtype, its attributes and the unwritten steps."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, attrs: dict[str, str]):
+        self.shape = shape
+        self.dtype = dtype
+        self.attrs = attrs
+        self.created = False
+        self.pending: list[np.ndarray] = []
+
+
+class Recorder:
+    """Writes one brainloop recording.
+
+    Args:
+        path: the HDF5 file to create (overwritten if it exists; missing parents are created).
+        sim: name of the simulation that produced it.
+        seed: the run's seed.
+        config: the run's configuration, stored as JSON.
+        flush_every: a flush happens once any series holds this many unwritten steps.
+        flush_seconds: ... or once this many seconds have passed since the last flush.
+
+    Raises:
+        ValueError: naming the path, if it cannot be created or written.
+    """
+
+    def __init__(self, path, *, sim: str, seed: int, config: dict,
+                 flush_every: int = 200, flush_seconds: float = 5.0):
+        if flush_every < 1:
+            raise ValueError(f"flush_every must be >= 1, got {flush_every}")
+        self.path = Path(path)
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._series: dict[str, _Series] = {}
+        self._static: dict[str, tuple[np.ndarray, dict[str, str]]] = {}
+        self._names: set[str] = set()
+        self._summary: dict[str, float | int] = {}
+        self._closed = False
+        try:
+            config_json = json.dumps(config, sort_keys=True, default=_json_default)
+        except TypeError as error:
+            raise ValueError(f"config of {self.path}: {error}") from None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Default libver on purpose: 'latest' marks the superblock as open-for-write, which
+            # makes a file whose writer was killed unreadable.
+            with h5py.File(self.path, "w") as file:
+                file.attrs["format"] = FORMAT
+                file.attrs["format_version"] = FORMAT_VERSION
+                file.attrs["sim"] = sim
+                file.attrs["seed"] = int(seed)
+                file.attrs["config"] = config_json
+                file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                file.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+        except OSError as error:
+            raise ValueError(f"cannot write recording {self.path}: {error}") from None
+        self._last_flush = time.monotonic()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def append(self, name: str, value, *, units: str | None = None,
+               description: str | None = None) -> None:
+        """Append one step to the time series `name`; the first append fixes shape and dtype.
+
+        `value` is a python number, numpy array or torch tensor of the same shape at every step.
+        `units` or `description` must be given at the first append.
+        """
+        self._check_open()
+        name = _normalise_name(name)
+        array = _to_numpy(name, value)
+        series = self._series.get(name)
+        if series is None:
+            series = _Series(array.shape, array.dtype, self._new_attrs(name, units, description))
+            self._series[name] = series
+        elif array.shape != series.shape:
+            raise ValueError(f"dataset {name!r}: value of shape {array.shape} appended to a series "
+                             f"of per-step shape {series.shape}")
+        elif array.dtype != series.dtype:
+            if not np.can_cast(array.dtype, series.dtype, casting="same_kind"):
+                raise ValueError(f"dataset {name!r}: value of dtype {array.dtype} appended to a "
+                                 f"series of dtype {series.dtype}")
+            array = array.astype(series.dtype)
+        # A copy, so that the caller reusing its buffer cannot change a recorded step.
+        series.pending.append(np.array(array, copy=True))
+        if (len(series.pending) >= self.flush_every
+                or time.monotonic() - self._last_flush >= self.flush_seconds):
+            self.flush()
+
+    def write(self, name: str, array, *, units: str | None = None,
+              description: str | None = None) -> None:
+        """Write the static (not time-series) dataset `name` at once."""
+        self._check_open()
+        name = _normalise_name(name)
+        data = _to_numpy(name, array)
+        self._static[name] = (np.array(data, copy=True), self._new_attrs(name, units, description))
+        self.flush()
+
+    def summary(self, **figures: float | int) -> None:
+        """Set headline figures of the run as attributes of `/summary` (written at once)."""
+        self._check_open()
+        self._summary.update({key: _plain_number(key, value) for key, value in figures.items()})
+        self.flush()
+
+    def flush(self) -> None:
+        """Write everything buffered and close the file, so that it is complete on disk."""
+        self._check_open()
+        if self._series_pending() or self._static or self._summary:
+            with h5py.File(self.path, "a") as file:
+                for name, series in self._series.items():
+                    if series.pending:
+                        self._write_series(file, name, series)
+                for name, (data, attrs) in self._static.items():
+                    dataset = file.create_dataset(name, data=data, **_compression(data))
+                    dataset.attrs.update(attrs)
+                if self._summary:
+                    file.require_group("summary").attrs.update(self._summary)
+            self._static.clear()
+            self._summary.clear()
+        self._last_flush = time.monotonic()
+
+    def close(self) -> None:
+        """Flush and stop recording; calling it again does nothing."""
+        if not self._closed:
+            self.flush()
+            self._closed = True
+
+    def _series_pending(self) -> bool:
+        return any(series.pending for series in self._series.values())
+
+    def _write_series(self, file: h5py.File, name: str, series: _Series) -> None:
+        steps = np.stack(series.pending)
+        if not series.created:
+            step_bytes = max(1, series.dtype.itemsize * math.prod(series.shape))
+            chunk_steps = max(1, min(4096, _CHUNK_BYTES // step_bytes))
+            dataset = file.create_dataset(
+                name, shape=(0, *series.shape), maxshape=(None, *series.shape),
+                dtype=series.dtype, chunks=(chunk_steps, *series.shape),
+                compression="gzip", compression_opts=4, shuffle=True)
+            dataset.attrs.update(series.attrs)
+            series.created = True
+        dataset = file[name]
+        start = dataset.shape[0]
+        dataset.resize(start + len(steps), axis=0)
+        dataset[start:] = steps
+        series.pending.clear()
+
+    def _new_attrs(self, name: str, units: str | None, description: str | None) -> dict[str, str]:
+        """Attributes of a new dataset; checks it is documented and does not clash with another."""
+        if name in self._names:
+            raise ValueError(f"dataset {name!r} already exists in {self.path}")
+        for other in self._names:
+            if other.startswith(name + "/") or name.startswith(other + "/"):
+                raise ValueError(f"dataset {name!r} clashes with dataset {other!r}: "
+                                 f"one cannot be both a dataset and a group")
+        if units is None and description is None:
+            raise ValueError(f"dataset {name!r} needs units= or description= when it is created")
+        self._names.add(name)
+        attrs = {}
+        if units is not None:
+            attrs["units"] = units
+        if description is not None:
+            attrs["description"] = description
+        return attrs
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"recorder for {self.path} is closed")
+
+
+def _compression(data: np.ndarray) -> dict[str, Any]:
+    # Scalars cannot be chunked, and tiny arrays do not gain from gzip.
+    return {"compression": "gzip", "compression_opts": 4} if data.size >= 1024 else {}
+
+
+def _plain(value: Any) -> Any:
+    """An HDF5 attribute value as a plain python object."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+class Recording:
+    """Read access to a brainloop recording; a context manager.
+
+    Attributes:
+        sim, seed, config (dict), versions (dict), created (ISO 8601 string), format_version,
+        summary (dict of headline figures; empty if the run did not finish).
+
+    Raises:
+        FileNotFoundError: if `path` does not exist.
+        ValueError: naming the path, if it is not a brainloop recording or is of a newer version.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no recording at {self.path}")
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError:
+            raise ValueError(f"{self.path} is not a brainloop recording (not a readable HDF5 "
+                             f"file)") from None
+        attrs = self._file.attrs
+        if _plain(attrs.get("format")) != FORMAT:
+            self._file.close()
+            raise ValueError(f"{self.path} is not a brainloop recording (no format={FORMAT!r})")
+        self.format_version = int(attrs["format_version"])
+        if self.format_version > FORMAT_VERSION:
+            self._file.close()
+            raise ValueError(f"{self.path} has format version {self.format_version}; this "
+                             f"brainloop reads up to version {FORMAT_VERSION}")
+        self.sim: str = _plain(attrs["sim"])
+        self.seed: int = int(attrs["seed"])
+        self.config: dict = json.loads(attrs["config"])
+        self.versions: dict = json.loads(attrs["versions"])
+        self.created: str = _plain(attrs["created"])
+        group = self._file.get("summary")
+        self.summary: dict = {k: _plain(v) for k, v in group.attrs.items()} if group else {}
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        """The whole dataset `name` as a numpy array (time series: first axis = step)."""
+        item = self._file.get(_normalise_name(name))
+        if not isinstance(item, h5py.Dataset):
+            raise KeyError(f"no dataset {name!r} in {self.path}")
+        return np.asarray(item[()])
+
+    def __contains__(self, name: str) -> bool:
+        return isinstance(self._file.get(_normalise_name(name)), h5py.Dataset)
+
+    def datasets(self) -> list[str]:
+        """Full names of every dataset, e.g. 'cortex/h1/error', sorted."""
+        names: list[str] = []
+        self._file.visititems(
+            lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        return sorted(names)
+
+    def attrs(self, name: str) -> dict:
+        """Attributes (`units`, `description`, ...) of the dataset or group `name`."""
+        item = self._file.get(_normalise_name(name))
+        if item is None:
+            raise KeyError(f"no dataset or group {name!r} in {self.path}")
+        return {key: _plain(value) for key, value in item.attrs.items()}
+
+    def close(self) -> None:
+        self._file.close()
