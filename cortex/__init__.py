@@ -1,1 +1,16 @@
-"""cortex"""
+"""cortex — the generative model on a DAG of cortical columns, inference and local learning.
+
+Each node is a column that predicts its children; states are inferred by local error-driven
+updates (the E-step) and weights learned by local rules (the M-step). See DESIGN.md §2–3.
+"""
+from cortex.activations import ACTIVATIONS, Activation, get_activation
+from cortex.graph import GraphSpec, NodeSpec, chain, from_config, from_networkx
+from cortex.inference import Beliefs, InferenceConfig, InferenceDivergedError, infer
+from cortex.model import Evaluation, PCModel
+from cortex.recognition import Recognizer
+
+__all__ = [
+    "ACTIVATIONS", "Activation", "Beliefs", "Evaluation", "GraphSpec", "InferenceConfig",
+    "InferenceDivergedError", "NodeSpec", "PCModel", "Recognizer", "chain", "from_config",
+    "from_networkx", "get_activation", "infer",
+]

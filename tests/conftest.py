@@ -1,12 +1,12 @@
-"""Fixtures shared by the whole suite."""
+"""Shared fixtures: the same tests run on CUDA when a GPU is present."""
+from __future__ import annotations
 
 import pytest
 import torch
 
-_DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(params=_DEVICES)
+@pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
-    """Runs a test once on the CPU and once more on CUDA when a GPU is present."""
     return torch.device(request.param)

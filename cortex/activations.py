@@ -1,0 +1,65 @@
+"""Pointwise nonlinearities used by cortical columns, each with its derivative.
+
+A column applies ``f`` to its own state when it predicts others (the firing-rate readout of
+z) and ``g`` to the summed input of its own prediction. The local learning and inference
+rules need the derivatives explicitly (DESIGN.md §3), so each activation is a pair of pure
+functions of the *input* x.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A named nonlinearity ``fn`` with its elementwise derivative ``grad`` (both of x)."""
+
+    name: str
+    fn: Callable[[Tensor], Tensor]
+    grad: Callable[[Tensor], Tensor]
+
+    @property
+    def is_identity(self) -> bool:
+        return self.name == "identity"
+
+
+def _tanh_grad(x: Tensor) -> Tensor:
+    return 1.0 - torch.tanh(x) ** 2
+
+
+def _sigmoid_grad(x: Tensor) -> Tensor:
+    s = torch.sigmoid(x)
+    return s * (1.0 - s)
+
+
+_LEAK = 0.01
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("identity", lambda x: x, torch.ones_like),
+        Activation("tanh", torch.tanh, _tanh_grad),
+        Activation("sigmoid", torch.sigmoid, _sigmoid_grad),
+        Activation("relu", torch.relu, lambda x: (x > 0).to(x.dtype)),
+        Activation(
+            "leaky_relu",
+            lambda x: torch.nn.functional.leaky_relu(x, _LEAK),
+            lambda x: torch.where(x > 0, torch.ones_like(x), torch.full_like(x, _LEAK)),
+        ),
+        Activation("softplus", torch.nn.functional.softplus, torch.sigmoid),
+    )
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Look an activation up by name; unknown names list the valid ones."""
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}"
+        ) from None

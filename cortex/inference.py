@@ -1,0 +1,227 @@
+"""Iterative inference (the E-step): gradient descent of the free energy on the free states.
+
+``infer`` clamps the columns it is given data for, initialises the others (amortised
+recognition, the forward/prior pass, the previous state, or zeros) and runs K steps of
+``z <- z - lr * dF/dz`` with the explicit local gradient of :meth:`PCModel.evaluate`
+(optionally with momentum and an early stop when F stops falling). It returns the beliefs —
+states, per-node energies and the free-energy trace — rather than hiding them on the model.
+Non-finite values stop inference with an error that names the node and the step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+import torch
+from torch import Tensor
+
+from cortex.model import Evaluation, Grouped, PCModel
+from cortex.recognition import Recognizer
+
+InitMode = Literal["forward", "amortised", "zeros"]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How the E-step runs."""
+
+    steps: int = 20
+    """K: inference iterations per sample (per time step in a temporal model)."""
+    lr: float = 0.1
+    """Step size eta of z <- z - eta dF/dz."""
+    momentum: float = 0.0
+    """Heavy-ball momentum on the state updates (0 = plain gradient descent)."""
+    init: InitMode = "forward"
+    """``forward``: each free node starts at its prediction from its parents (the prior /
+    feed-forward pass); ``amortised``: the learned bottom-up recogniser; ``zeros``."""
+    tol: float = 0.0
+    """Stop early once one step lowers the batch free energy by less than ``tol`` (relative)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0:
+            raise ValueError(f"inference steps must be >= 0, got {self.steps}")
+        if not self.lr > 0:
+            raise ValueError(f"inference lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"inference momentum must be in [0, 1), got {self.momentum}")
+        if self.init not in ("forward", "amortised", "zeros"):
+            raise ValueError(f"inference init must be forward, amortised or zeros, got {self.init!r}")
+
+
+class InferenceDivergedError(FloatingPointError):
+    """Inference produced a non-finite state or energy; names the node and the step."""
+
+    def __init__(self, node: str, step: int, what: str = "state") -> None:
+        super().__init__(f"inference diverged: non-finite {what} at node {node!r} on inference step {step} "
+                         "(lower the inference lr or check the data)")
+        self.node, self.step = node, step
+
+
+@dataclass
+class Beliefs:
+    """The result of inference: states and the free energy, for a batch of B samples."""
+
+    z: Grouped
+    """Converged states, grouped ``(N_g, B, d_g)``; ``model.to_dict(z)`` or ``beliefs[name]``."""
+    energy: Grouped
+    """Per-node free energy at the final state, ``(N_g, B)``."""
+    trace: Tensor
+    """Batch-mean free energy before each iteration and after the last, ``(steps + 1,)``."""
+    free: Grouped
+    """Mask ``(N_g, B, 1)`` of the entries inference may change (1 = free, 0 = clamped)."""
+    drive: Grouped
+    """The state-independent input b + U f(z_prev) + B a_prev used (see ``PCModel.drive``)."""
+    slot: Mapping[str, tuple[int, int]]
+
+    def __getitem__(self, node: str) -> Tensor:
+        k, i = self.slot[node]
+        return self.z[k][i]
+
+    def node_energy(self, node: str) -> Tensor:
+        """Free energy of one column per sample, ``(B,)``."""
+        k, i = self.slot[node]
+        return self.energy[k][i]
+
+    @property
+    def free_energy(self) -> Tensor:
+        """Total free energy per sample at the final state, ``(B,)``."""
+        return sum(e.sum(0) for e in self.energy)
+
+    @property
+    def steps(self) -> int:
+        return self.trace.numel() - 1
+
+
+def check_data(model: PCModel, data: Mapping[str, Tensor]) -> int:
+    """Validate clamped data against the model and return the batch size.
+
+    Every ``input`` node needs data; each tensor must be ``(B, d_node)`` with one B for all,
+    finite, on the model's device. Errors name the node.
+    """
+    spec = model.spec
+    for node in spec.nodes:
+        if node.kind == "input" and node.name not in data:
+            raise ValueError(f"input node {node.name!r} needs data (it cannot be inferred)")
+    batch = None
+    for name, x in data.items():
+        if name not in model.slot:
+            raise ValueError(f"data for unknown node {name!r}; nodes are {list(spec.names)}")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"data for node {name!r} must be a torch.Tensor, got {type(x).__name__}")
+        dim = spec.node(name).dim
+        if x.dim() != 2 or x.shape[1] != dim:
+            raise ValueError(f"data for node {name!r} has shape {tuple(x.shape)}; expected (batch, {dim})")
+        if batch is None:
+            batch = x.shape[0]
+        elif x.shape[0] != batch:
+            raise ValueError(f"data for node {name!r} has batch size {x.shape[0]}, others have {batch}")
+        if x.device != model.device:
+            raise ValueError(f"data for node {name!r} is on {x.device}, the model on {model.device}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"data for node {name!r} contains NaN or inf")
+    if batch is None:
+        raise ValueError("infer() needs data for at least one node")
+    return batch
+
+
+def initial_state(
+    model: PCModel, data: Mapping[str, Tensor], batch: int, free: Grouped, drive: Grouped,
+    init: InitMode, start: Mapping[str, Tensor] | None = None, recognizer: Recognizer | None = None,
+) -> Grouped:
+    """The starting state: clamped data in place, free nodes set by ``init`` (or ``start``)."""
+    z = model.to_grouped({n: x.to(model.dtype) for n, x in data.items()}, batch)
+    start = dict(start or {})
+    for name, x in start.items():
+        if name not in data:
+            k, i = model.slot[name]
+            z[k][i] = x
+    if init == "zeros":
+        return z
+    if init == "amortised":
+        if recognizer is None:
+            raise ValueError("init='amortised' needs a recogniser: pass recognizer=cortex.Recognizer(model)")
+        for name, value in recognizer(model.to_dict(z), clamped=set(data) | set(start)).items():
+            k, i = model.slot[name]
+            z[k][i] = value
+        done = set(data) | set(start) | set(recognizer.targets)
+    else:
+        done = set(data) | set(start)
+    # Forward pass in topological generations: a node's parents are set before it is.
+    for generation in model.spec.generations():
+        todo = [n for n in generation if n not in done]
+        if not todo:
+            continue
+        _, mu = model.predict(z, drive)
+        for name in todo:
+            k, i = model.slot[name]
+            z[k][i] = mu[k][i]
+    return z
+
+
+def infer(
+    model: PCModel,
+    data: Mapping[str, Tensor],
+    config: InferenceConfig = InferenceConfig(),
+    *,
+    past: Grouped | None = None,
+    action: Tensor | None = None,
+    start: Mapping[str, Tensor] | None = None,
+    recognizer: Recognizer | None = None,
+) -> Beliefs:
+    """Infer the free states given ``data`` (``{node: (B, d)}``, clamped).
+
+    ``past`` (grouped previous states) and ``action`` (``(B, action_dim)``, the previous
+    action) enter a temporal model's prior; ``start`` overrides the initial value of free
+    nodes (e.g. the previous state); ``recognizer`` serves ``init="amortised"``. Observed nodes without data are inferred like hidden
+    ones — free the label node at test time to read it out.
+    """
+    batch = check_data(model, data)
+    if action is not None and (action.dim() != 2 or action.shape != (batch, model.spec.action_dim)):
+        raise ValueError(
+            f"action has shape {tuple(action.shape)}; expected (batch={batch}, action_dim={model.spec.action_dim})"
+        )
+    with torch.no_grad():
+        drive = model.drive(batch, past, action)
+        free = [torch.ones(len(g.names), batch, 1, device=model.device, dtype=model.dtype) for g in model.groups]
+        for name in data:
+            k, i = model.slot[name]
+            free[k][i] = 0.0
+        z = initial_state(model, data, batch, free, drive, config.init, start, recognizer)
+        z, ev, trace = descend(model, z, free, drive, config)
+    return Beliefs(z=z, energy=ev.energies, trace=trace, free=free, drive=drive, slot=model.slot)
+
+
+def descend(
+    model: PCModel, z: Grouped, free: Grouped, drive: Grouped, config: InferenceConfig,
+) -> tuple[Grouped, Evaluation, Tensor]:
+    """K local gradient steps on the free entries of ``z`` (in place); returns the trace."""
+    velocity = [torch.zeros_like(zg) for zg in z] if config.momentum else None
+    trace = []
+    ev = model.evaluate(z, drive)
+    for step in range(config.steps + 1):
+        f = ev.total().mean()
+        if not torch.isfinite(f):
+            _raise_diverged(model, z, ev, step)
+        trace.append(f)
+        if step == config.steps or (
+            config.tol and step > 0 and trace[-2] - f < config.tol * trace[-2].abs()
+        ):
+            break
+        for k, (zg, gk, fk) in enumerate(zip(z, ev.grad, free)):
+            gk = gk * fk
+            if velocity is not None:
+                velocity[k].mul_(config.momentum).add_(gk)
+                gk = velocity[k]
+            zg.sub_(config.lr * gk)
+        ev = model.evaluate(z, drive)
+    return z, ev, torch.stack(trace)
+
+
+def _raise_diverged(model: PCModel, z: Grouped, ev: Evaluation, step: int) -> None:
+    for name, (k, i) in model.slot.items():
+        if not torch.isfinite(z[k][i]).all():
+            raise InferenceDivergedError(name, step, "state")
+    for name, (k, i) in model.slot.items():
+        if not torch.isfinite(ev.energies[k][i]).all():
+            raise InferenceDivergedError(name, step, "energy")
+    raise InferenceDivergedError("<unknown>", step)
