@@ -66,7 +66,7 @@ def test_free_label_reads_out_the_forward_pass() -> None:
     model = PCModel(chain({"x": 8, "h": 6, "y": 3}, top_kind="input"), generator=gen)
     x = torch.randn(5, 8, generator=gen)
     beliefs = infer(model, {"x": x}, InferenceConfig(steps=10, lr=0.1))
-    h = torch.tanh(x @ model.weight("x", "h").T)  # f(x) = x for the identity input column
+    h = x @ model.weight("x", "h").T  # g_h = identity; f_h = tanh acts where h predicts y
     expected = torch.tanh(h) @ model.weight("h", "y").T
     assert torch.allclose(beliefs["y"], expected.detach(), atol=1e-5)
     assert torch.allclose(beliefs.trace, beliefs.trace[0].expand_as(beliefs.trace))
