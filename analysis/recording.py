@@ -287,6 +287,8 @@ class Recording:
         sim, seed, config (dict), versions (dict), created (ISO 8601 string), format_version,
         summary (dict of headline figures; empty if the run did not finish).
 
+    The file stays open (read-only) until `close`; datasets are read when indexed.
+
     Raises:
         FileNotFoundError: if `path` does not exist.
         ValueError: naming the path, if it is not a brainloop recording or is of a newer version.
@@ -326,13 +328,18 @@ class Recording:
 
     def __getitem__(self, name: str) -> np.ndarray:
         """The whole dataset `name` as a numpy array (time series: first axis = step)."""
-        item = self._file.get(_normalise_name(name))
-        if not isinstance(item, h5py.Dataset):
-            raise KeyError(f"no dataset {name!r} in {self.path}")
-        return np.asarray(item[()])
+        return np.asarray(self._dataset(name)[()])
 
     def __contains__(self, name: str) -> bool:
         return isinstance(self._file.get(_normalise_name(name)), h5py.Dataset)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of the dataset `name`, without reading it."""
+        return tuple(self._dataset(name).shape)
+
+    def dtype(self, name: str) -> np.dtype:
+        """Dtype of the dataset `name`, without reading it."""
+        return self._dataset(name).dtype
 
     def datasets(self) -> list[str]:
         """Full names of every dataset, e.g. 'cortex/h1/error', sorted."""
@@ -350,3 +357,9 @@ class Recording:
 
     def close(self) -> None:
         self._file.close()
+
+    def _dataset(self, name: str) -> h5py.Dataset:
+        item = self._file.get(_normalise_name(name))
+        if not isinstance(item, h5py.Dataset):
+            raise KeyError(f"no dataset {name!r} in {self.path}")
+        return item

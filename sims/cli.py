@@ -1,0 +1,106 @@
+"""The `brainloop` command line (also `python -m sims`): list, show, run and report simulations.
+
+Mistakes in what the user typed (an unknown simulation or key, a bad value, a missing file, an
+unwritable output) print `brainloop: error: <message>` and exit with status 2, like argparse's own
+usage errors; a failure inside a running simulation is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from sims.config import describe_config
+from sims.registry import available, get
+from sims.runner import prepare_run
+
+_USAGE_ERRORS = (ValueError, FileNotFoundError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `brainloop` console script; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except _USAGE_ERRORS as error:
+        print(f"brainloop: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("brainloop: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="brainloop", description="Run and analyse brainloop simulations.")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list the simulations")
+    listing.set_defaults(command=_list)
+
+    show = commands.add_parser("show", help="show a simulation's config fields")
+    show.add_argument("sim", metavar="SIM", help="simulation name (see `brainloop list`)")
+    show.set_defaults(command=_show)
+
+    run = commands.add_parser("run", help="run a simulation, recording into an HDF5 file")
+    run.add_argument("sim", metavar="SIM", help="simulation name (see `brainloop list`)")
+    run.add_argument("--config", metavar="FILE", help="JSON or TOML file of config values")
+    run.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="extend", nargs="+",
+                     default=[], help="override config values (see `brainloop show SIM`)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--out", required=True, metavar="FILE.h5", help="recording to write")
+    run.set_defaults(command=_run)
+
+    report = commands.add_parser("report", help="summarise a recording and draw its figures")
+    report.add_argument("recording", metavar="RUN.h5")
+    report.add_argument("--out-dir", metavar="DIR",
+                        help="where to write the PNG figures (default: beside the recording)")
+    report.add_argument("--no-figures", action="store_true", help="print the summary only")
+    report.set_defaults(command=_report)
+    return parser
+
+
+def _list(args) -> int:
+    sims = available()
+    width = max((len(sim.name) for sim in sims), default=0)
+    for sim in sims:
+        print(f"{sim.name:<{width}}  {sim.summary}")
+    return 0
+
+
+def _show(args) -> int:
+    sim = get(args.sim)
+    print(f"{sim.name}: {sim.summary}\n\nconfig ({sim.config.__name__}):")
+    print(describe_config(sim.config))
+    return 0
+
+
+def _run(args) -> int:
+    prepared = prepare_run(args.sim, out=args.out, config_path=args.config,
+                           overrides=args.overrides, seed=args.seed, device=args.device,
+                           quiet=args.quiet)
+    # Outside the usage-error handling: an error raised by the simulation keeps its traceback.
+    try:
+        figures = prepared.execute()
+    except _USAGE_ERRORS as error:
+        raise RuntimeError(f"simulation {args.sim!r} failed") from error
+    print(f"wrote {args.out}")
+    width = max((len(name) for name in figures), default=0)
+    for name, value in figures.items():
+        print(f"  {name:<{width}} = {value:.6g}")
+    return 0
+
+
+def _report(args) -> int:
+    # Imported here: matplotlib is slow to import and only reports need it.
+    from analysis.report import summarize, write_figures
+
+    print(summarize(args.recording))
+    if not args.no_figures:
+        for path in write_figures(args.recording, args.out_dir):
+            print(f"wrote {path}")
+    return 0

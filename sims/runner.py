@@ -1,0 +1,140 @@
+"""Running one simulation: config, device, seeding and recording around a simulation's `run`.
+
+Following Brian2, what is simulated (the `Simulation` and its config), where it runs (the torch
+device) and what is recorded (the `Recorder`) are independent choices; a simulation receives the
+last two, plus seeded random generators, in a `Context`. Everything a user can get wrong (an
+unknown simulation or config key, an absent GPU, an unwritable output) fails in `prepare_run`,
+before any file is created or any step simulated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from analysis.recording import Recorder
+from sims.config import build_config
+from sims.registry import Simulation, get
+
+
+@dataclass
+class Context:
+    """What a simulation gets besides its config.
+
+    Attributes:
+        recorder: where the run's activity goes (DESIGN §7 names).
+        device: the torch device to compute on.
+        seed: the run's seed.
+        generator: a CPU `torch.Generator` seeded with `seed`; draw on the CPU and move the
+            result, so that a seed gives the same draws on every device.
+        rng: a numpy generator seeded with `seed` (environments, data shuffling).
+        quiet: no progress bars.
+    """
+
+    recorder: Recorder
+    device: torch.device
+    seed: int
+    generator: torch.Generator
+    rng: np.random.Generator
+    quiet: bool = False
+
+    def progress(self, iterable=None, *, total=None, desc=None, unit="it"):
+        """A tqdm progress bar (inert when quiet); call `.set_postfix(...)` on it to show figures."""
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=self.quiet,
+                    dynamic_ncols=True)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's `random`, numpy's global generator and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(name: str) -> torch.device:
+    """`"cpu"`, `"cuda"`, `"cuda:N"`, or `"auto"` (CUDA when present, else CPU) as a torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"invalid device {name!r}; use cpu, cuda, cuda:N or auto") from None
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} asked for, but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} asked for, but there are only "
+                             f"{torch.cuda.device_count()} CUDA devices")
+        return device
+    raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
+
+
+@dataclass
+class PreparedRun:
+    """A run whose inputs have all been checked and whose recording file is open."""
+
+    sim: Simulation
+    config: Any
+    context: Context
+
+    def execute(self) -> dict:
+        """Run the simulation, write its figures to `/summary` and close the recording.
+
+        The runner adds `wall_time_s` to the simulation's figures. If the simulation raises, what
+        it recorded so far is flushed and the exception propagates.
+        """
+        start = time.perf_counter()
+        with self.context.recorder as recorder:
+            figures = self.sim.run(self.config, self.context)
+            if not isinstance(figures, dict):
+                raise TypeError(f"simulation {self.sim.name!r} returned {type(figures).__name__}, "
+                                f"not a dict of summary figures")
+            figures = {**figures, "wall_time_s": time.perf_counter() - start}
+            recorder.summary(**figures)
+        return figures
+
+
+def prepare_run(name: str, *, out, config_path=None, overrides: Sequence[str] = (), seed: int = 0,
+                device: str = "cpu", quiet: bool = False) -> PreparedRun:
+    """Check every input, seed everything and open the recording at `out`; see `run_simulation`."""
+    sim = get(name)
+    config = build_config(sim.config, config_path, overrides)
+    torch_device = resolve_device(device)
+    if torch_device.type == "cuda":
+        # cuBLAS needs this workspace setting to be deterministic; it is read at first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(seed)
+    recorder = Recorder(out, sim=name, seed=seed, config=dataclasses.asdict(config))
+    context = Context(recorder=recorder, device=torch_device, seed=seed,
+                      generator=torch.Generator().manual_seed(seed),
+                      rng=np.random.default_rng(seed), quiet=quiet)
+    return PreparedRun(sim=sim, config=config, context=context)
+
+
+def run_simulation(name: str, *, out, config_path=None, overrides: Sequence[str] = (),
+                   seed: int = 0, device: str = "cpu", quiet: bool = False) -> dict:
+    """Run the simulation `name`, recording into the HDF5 file `out`; returns its summary figures.
+
+    Args:
+        name: a registered simulation (`brainloop list`).
+        out: the recording to write (overwritten if present).
+        config_path: a JSON/TOML file of config values, or None for the defaults.
+        overrides: `"key=value"` strings applied after the file.
+        seed: seeds python, numpy, torch and the context's generators; the same seed on the same
+            device gives identical datasets.
+        device: "cpu", "cuda", "cuda:N" or "auto".
+        quiet: no progress bars.
+    """
+    return prepare_run(name, out=out, config_path=config_path, overrides=overrides, seed=seed,
+                       device=device, quiet=quiet).execute()

@@ -1,0 +1,138 @@
+"""The `brainloop` CLI, runner and report, driven by a tiny fake simulation and synthetic data."""
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.recording import Recorder, Recording
+from analysis.report import summarize, write_figures
+from sims import registry
+from sims.cli import main
+from sims.runner import run_simulation
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    steps: int = field(default=5, metadata={"help": "steps to simulate"})
+    scale: float = field(default=1.0, metadata={"help": "noise scale"})
+
+
+def _fake_run(cfg: FakeConfig, ctx) -> dict:
+    bar = ctx.progress(range(cfg.steps), desc="fake")
+    for step in bar:
+        z = cfg.scale * torch.randn(3, generator=ctx.generator).to(ctx.device)
+        ctx.recorder.append("cortex/h1/z", z, units="a.u.")
+        ctx.recorder.append("cortex/h1/error", float(z.abs().mean()), units="a.u.")
+        bar.set_postfix(step=step)
+    return {"final_error": float(z.abs().mean()), "steps": cfg.steps}
+
+
+@pytest.fixture(autouse=True)
+def fake_sim(monkeypatch):
+    """Registers the 'fake' simulation for one test only."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    return registry.register(registry.Simulation(
+        name="fake", summary="a fake simulation for tests", config=FakeConfig, run=_fake_run))
+
+
+def test_list_and_show(capsys):
+    assert main(["list"]) == 0
+    assert "fake  a fake simulation for tests" in capsys.readouterr().out
+    assert main(["show", "fake"]) == 0
+    assert "scale: float = 1.0" in capsys.readouterr().out
+
+
+def test_run_then_report(tmp_path, capsys):
+    out = tmp_path / "runs" / "fake.h5"
+    assert main(["run", "fake", "--set", "steps=4", "--seed", "3", "--quiet", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "final_error" in printed and "steps       = 4" in printed
+    with Recording(out) as rec:
+        assert rec.sim == "fake" and rec.seed == 3 and rec.config == {"steps": 4, "scale": 1.0}
+        assert rec.summary["steps"] == 4 and rec.shape("cortex/h1/z") == (4, 3)
+
+    assert main(["report", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
+    printed = capsys.readouterr().out
+    assert "sim      fake" in printed and "cortex/h1/z" in printed and "(4, 3) float32" in printed
+    assert (tmp_path / "figs" / "fake_node_errors.png").is_file()
+    assert "fake_node_errors.png" in printed
+
+
+def test_same_seed_same_device_gives_identical_datasets(tmp_path, device):
+    for name in ("a", "b"):
+        run_simulation("fake", out=tmp_path / f"{name}.h5", seed=1, device=str(device), quiet=True)
+    with Recording(tmp_path / "a.h5") as a, Recording(tmp_path / "b.h5") as b:
+        assert a.datasets() == b.datasets()
+        for name in a.datasets():
+            assert np.array_equal(a[name], b[name])
+
+
+def test_failing_simulation_still_leaves_its_recording(tmp_path, monkeypatch):
+    def crash(cfg, ctx):
+        ctx.recorder.append("env/reward", 1.0, units="reward")
+        raise RuntimeError("diverged")
+    monkeypatch.setitem(registry._REGISTRY, "crash", registry.Simulation(
+        name="crash", summary="crashes", config=FakeConfig, run=crash))
+    with pytest.raises(RuntimeError, match="diverged"):
+        run_simulation("crash", out=tmp_path / "crash.h5", quiet=True)
+    with Recording(tmp_path / "crash.h5") as rec:
+        assert len(rec["env/reward"]) == 1 and rec.summary == {}
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["run", "nosuchsim", "--out", "{tmp}/x.h5"], "'nosuchsim'"),
+    (["show", "nosuchsim"], "available: .*fake"),
+    (["run", "fake", "--set", "stepz=3", "--out", "{tmp}/x.h5"], "'stepz'"),
+    (["run", "fake", "--set", "steps=many", "--out", "{tmp}/x.h5"], "'steps' expects int"),
+    (["run", "fake", "--config", "{tmp}/missing.toml", "--out", "{tmp}/x.h5"], "missing.toml"),
+    (["run", "fake", "--out", "{tmp}/blocker/x.h5"], "blocker"),
+    (["run", "fake", "--device", "tpu", "--out", "{tmp}/x.h5"], "'tpu'"),
+    (["report", "{tmp}/absent.h5"], "absent.h5"),
+])
+def test_user_errors_exit_2_naming_the_culprit(tmp_path, capsys, argv, culprit):
+    (tmp_path / "blocker").write_text("")
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brainloop: error: ") and "Traceback" not in err
+    assert re.search(culprit, err)
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.fixture
+def pc_recording(tmp_path):
+    """A synthetic predictive-coding training run following the figures_pc naming."""
+    path = tmp_path / "pc.h5"
+    with Recorder(path, sim="pc_fake", seed=0, config={}) as rec:
+        for step in range(50):
+            rec.append("cortex/free_energy", 100.0 * math.exp(-step / 20), units="nats")
+            for node in ("h1", "h2", "y"):
+                rec.append(f"cortex/{node}/error", math.exp(-step / 30), units="a.u.")
+            if step % 10 == 0:
+                rec.append("cortex/free_energy_trace", 50.0 / (1 + np.arange(21)) + 1, units="nats")
+                rec.append("cortex/free_energy_trace_step", step, description="training step")
+        for epoch in range(1, 4):
+            rec.append("metrics/epoch", epoch, description="epoch")
+            rec.append("metrics/test_accuracy", 0.8 + 0.05 * epoch, description="fraction correct")
+            rec.append("metrics/train_loss", 1.0 / epoch, units="nats")
+            rec.append("metrics/test_loss", float("nan") if epoch == 2 else 1.2 / epoch, units="nats")
+    return path
+
+
+def test_pc_figures_on_a_synthetic_recording(pc_recording, tmp_path):
+    written = write_figures(pc_recording)
+    names = {path.name for path in written}
+    assert {"pc_learning_curves.png", "pc_free_energy_trace.png", "pc_node_errors.png"} <= names
+    assert all(path.parent == tmp_path and path.stat().st_size > 10_000 for path in written)
+    text = summarize(pc_recording)
+    assert re.search(r"cortex/free_energy_trace +\(5, 21\) float64 +\[nats\]", text)
+    assert "summary (none: the run did not finish)" in text
+
+
+def test_figures_skip_recordings_without_their_data(tmp_path):
+    Recorder(tmp_path / "empty.h5", sim="x", seed=0, config={}).close()
+    assert write_figures(tmp_path / "empty.h5") == []
