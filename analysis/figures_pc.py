@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib import cm, colors
+from matplotlib.ticker import MaxNLocator
 
 from analysis.plotting import axis_label, figure, finite, log_scale_if_positive, new_figure
 from analysis.recording import Recording
@@ -49,6 +50,7 @@ def learning_curves(rec: Recording):
             units = {rec.attrs(name).get("units") for name in group}
             ax.set_ylabel(axis_label("loss", units.pop() if len(units) == 1 else None))
         ax.set_xlabel("epoch" if epochs is not None else "evaluation")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label.capitalize())
         ax.legend()
     return fig
@@ -72,6 +74,7 @@ def free_energy_trace(rec: Recording):
         ax.plot(iterations, trace[row], color=cm.viridis(norm(steps[row])))
     log_scale_if_positive(ax, trace[rows])
     ax.set_xlabel("inference iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(axis_label("free energy F", rec.attrs("cortex/free_energy_trace").get("units")))
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="training step")
     return fig

@@ -130,7 +130,7 @@ class Recorder:
         self._summary: dict[str, float | int] = {}
         self._closed = False
         try:
-            config_json = json.dumps(config, sort_keys=True, default=_json_default)
+            config_json = json.dumps(config, default=_json_default)
         except TypeError as error:
             raise ValueError(f"config of {self.path}: {error}") from None
         try:

@@ -12,7 +12,7 @@ from analysis.recording import Recorder, Recording
 from analysis.report import summarize, write_figures
 from sims import registry
 from sims.cli import main
-from sims.runner import run_simulation
+from sims.runner import resolve_device, run_simulation
 
 
 @dataclass(frozen=True)
@@ -136,3 +136,29 @@ def test_pc_figures_on_a_synthetic_recording(pc_recording, tmp_path):
 def test_figures_skip_recordings_without_their_data(tmp_path):
     Recorder(tmp_path / "empty.h5", sim="x", seed=0, config={}).close()
     assert write_figures(tmp_path / "empty.h5") == []
+
+
+def test_registry_skips_absent_modules_but_not_broken_ones(tmp_path, monkeypatch):
+    (tmp_path / "broken_sim_module.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "SIMULATION_MODULES", ["sims.not_written_yet"])
+    assert [sim.name for sim in registry.available()] == ["fake"]
+    monkeypatch.setattr(registry, "SIMULATION_MODULES", ["broken_sim_module"])
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+        registry.available()
+
+
+def test_registry_rejects_undocumented_config_fields():
+    @dataclass(frozen=True)
+    class Undocumented:
+        steps: int = 3
+
+    with pytest.raises(ValueError, match="Undocumented.steps"):
+        registry.register(registry.Simulation(name="bad", summary="x", config=Undocumented,
+                                              run=_fake_run))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
+def test_asking_for_absent_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="'cuda:0'.*CUDA is not available"):
+        resolve_device("cuda:0")
