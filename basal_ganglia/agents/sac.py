@@ -1,0 +1,144 @@
+"""SVG(0) (Heess et al. 2015) and SAC (Haarnoja et al. 2018): reparameterised stochastic actors.
+
+Both use a tanh-squashed Gaussian π_φ and the amortised gradient ∇_φ E_ε[Q̂(z, f_φ(z, ε))].
+SVG(0) learns Q̂ ≈ Q_{π_φ} with the SARSA-like target r + γ Q̂'(z', a'), a' ~ π_φ(z') (no
+entropy unless `ent_coef` > 0). SAC adds the entropy of the seed's term (f): twin critics,
+target r + γ (min_i Q̂'_i(z', a') − α log π_φ(a'|z')), and α tuned to a target entropy. SAC's
+soft state value V̂(z) = E_π[min Q̂ − α log π] is implied by the critics rather than a separate
+network (the 2018b form of SAC; the seed's appendix describes the earlier one with a V̂ net).
+
+The actor loss is the point-mass action free energy of cortex.action: value −β Q̂(z, a_φ),
+drift −λ_d log π_φ(a_τ | z_τ) of the replayed actions (`drift_coef`, 0 by default) and the
+entropy term α log π_φ; its six terms are recorded every update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from basal_ganglia.agents.base import (OffPolicyAgent, OffPolicyConfig, _f,
+                                       log_action_free_energy)
+from basal_ganglia.striatum import TwinQ, frozen_copy, soft_update
+from basal_ganglia.td import td_target
+from cortex.action import point_mass_terms, total
+from cortex.policy import SquashedGaussianPolicy
+
+
+@dataclass(frozen=True)
+class SACConfig(OffPolicyConfig):
+    """rl-zoo Pendulum-v1 settings by default (lr 1e-3, SB3 defaults otherwise)."""
+
+    learning_rate: float = _f(1e-3, "Adam learning rate (actor, critics, α)")
+    ent_coef: float = _f(-1.0, "entropy coefficient α; negative = learned, starting at 1")
+    target_entropy: float = _f(float("nan"), "target entropy for learned α (nan = −dim A)")
+    beta: float = _f(1.0, "inverse temperature β of the value term")
+    drift_coef: float = _f(0.0, "weight λ_d of the drift term −log π(a_τ|z_τ) on replayed "
+                           "actions")
+
+
+@dataclass(frozen=True)
+class SVG0Config(OffPolicyConfig):
+    """SAC's Pendulum settings, without the entropy bonus."""
+
+    learning_rate: float = _f(1e-3, "Adam learning rate (actor and critic)")
+    learning_starts: int = _f(1000, "env steps of random actions before learning")
+    ent_coef: float = _f(0.0, "fixed entropy coefficient α (0 = plain SVG(0))")
+    beta: float = _f(1.0, "inverse temperature β of the value term")
+    drift_coef: float = _f(0.0, "weight λ_d of the drift term −log π(a_τ|z_τ) on replayed "
+                           "actions")
+
+
+class SAC(OffPolicyAgent):
+    name = "sac"
+    config_cls = SACConfig
+    action_kind = "continuous"
+    twin = True
+
+    def build(self) -> None:
+        cfg = self.cfg
+        self.actor = SquashedGaussianPolicy(self.state_dim, self.action_dim, self.action_space.low,
+                                            self.action_space.high, tuple(cfg.hidden)
+                                            ).to(self.device)
+        self.q = TwinQ(self.state_dim, self.action_dim, tuple(cfg.hidden)).to(self.device)
+        self.q_target = frozen_copy(self.q)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
+        self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate)
+        self.learn_alpha = cfg.ent_coef < 0
+        self.log_alpha = torch.zeros(1, device=self.device, requires_grad=self.learn_alpha)
+        if not self.learn_alpha:
+            self.log_alpha.data.fill_(np.log(max(cfg.ent_coef, 1e-30)))
+        target = getattr(cfg, "target_entropy", float("nan"))
+        self.target_entropy = -float(self.action_dim) if np.isnan(target) else target
+        self.alpha_opt = (torch.optim.Adam([self.log_alpha], lr=cfg.learning_rate)
+                          if self.learn_alpha else None)
+        self.build_memory()
+
+    @property
+    def alpha(self) -> float:
+        return 0.0 if self.cfg.ent_coef == 0 else float(self.log_alpha.exp())
+
+    def act(self, obs, deterministic: bool = False):
+        with torch.no_grad():
+            z = self.obs_tensor(obs)
+            a = self.actor.mode(z) if deterministic else self.actor.sample(z)[0]
+        return a.cpu().numpy()
+
+    def _q(self, z, a):
+        return self.q.min(z, a) if self.twin else self.q.q1(z, a)
+
+    def soft_value(self, z, target: bool = True) -> torch.Tensor:
+        """V̂(z) = E_π[Q̂(z, a) − α log π(a|z)], one-sample estimate, (B,)."""
+        a, logp = self.actor.sample(z)
+        q = self.q_target if target else self.q
+        qa = q.min(z, a) if self.twin else q.q1(z, a)
+        return qa - self.alpha * logp
+
+    def td(self, batch) -> torch.Tensor:
+        with torch.no_grad():
+            next_v = self.soft_value(batch.next_obs)
+            target = td_target(batch.reward, next_v, batch.terminated, self.cfg.gamma)
+        return target - self._q(batch.obs, batch.action)
+
+    def update(self, batch) -> dict[str, float]:
+        cfg, losses = self.cfg, {}
+        if self.learn_alpha:
+            with torch.no_grad():
+                logp = self.actor.sample(batch.obs)[1]
+            alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+            self.alpha_opt.zero_grad()
+            alpha_loss.backward()
+            self.alpha_opt.step()
+            losses["alpha"] = alpha_loss.item()
+        with torch.no_grad():
+            target = td_target(batch.reward, self.soft_value(batch.next_obs), batch.terminated,
+                               cfg.gamma)
+        qs = self.q(batch.obs, batch.action) if self.twin else (self.q.q1(batch.obs, batch.action),)
+        q_loss = sum(0.5 * (q - target).pow(2).mean() for q in qs)
+        self.q_opt.zero_grad()
+        q_loss.backward()
+        self.q_opt.step()
+
+        a, logp = self.actor.sample(batch.obs)
+        drift_logp = (self.actor.log_prob(batch.obs, batch.action) if cfg.drift_coef
+                      else logp.detach())
+        terms = point_mass_terms(self._q(batch.obs, a), drift_logp, -logp, beta=cfg.beta,
+                                 drift_coef=cfg.drift_coef, entropy_coef=self.alpha)
+        actor_loss = total(terms)
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        soft_update(self.q_target, self.q, cfg.tau)
+        log_action_free_energy(self.history, terms)
+        losses.update(q=q_loss.item(), actor=actor_loss.item())
+        return losses
+
+
+class SVG0(SAC):
+    """SVG(0): SAC's machinery with one critic and a fixed (default zero) entropy weight."""
+
+    name = "svg0"
+    config_cls = SVG0Config
+    twin = False

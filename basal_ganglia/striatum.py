@@ -1,0 +1,173 @@
+"""Striatal critics (DESIGN.md §5): ventral striatum V̂(z), dorsal striatum Q̂(z, a).
+
+The striatum reads a state z — the cortical state of configured nodes, or a raw observation —
+and the midbrain broadcasts the dopamine signal δ (basal_ganglia.td). `VentralStriatum` holds
+one value head per reward basis (one head = the ordinary critic) and combines them with the
+motivational weights α. `DorsalStriatum` is Q̂(z, ·) over a discrete action set (DQN) or
+Q̂(z, a) for a continuous action (DDPG, SVG(0), SAC); `TwinQ` is the clipped double critic.
+`BasalGanglia` is the per-step interface a closed-loop simulation calls with z_t.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from basal_ganglia.td import reward_basis_td_errors
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
+    """Fully connected net in_dim → hidden… → out_dim (linear output)."""
+    layers, d = [], in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), activation()]
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+def check_state(z: torch.Tensor, state_dim: int, who: str) -> None:
+    """Raise a clear ValueError when z's last axis is not `state_dim`."""
+    if z.shape[-1] != state_dim:
+        raise ValueError(f"{who} expects states of dimension {state_dim}, "
+                         f"got shape {tuple(z.shape)}")
+
+
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging θ' ← τ θ + (1 − τ) θ'  (τ = 1 copies)."""
+    with torch.no_grad():
+        for t, s in zip(target.parameters(), source.parameters()):
+            t.lerp_(s, tau)
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A target network: a copy that takes no gradient."""
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target
+
+
+class VentralStriatum(nn.Module):
+    """V̂(z) = Σ_i α_i V̂_i(z): state value, one head per reward basis.
+
+    state_dim: dimension of z; hidden: widths of the hidden layers (() = linear critic, as for
+    a tapped-delay-line state); n_bases: number of reward bases K; bias: whether V̂ has an
+    offset (off for the conditioning model, where the empty state must be worth 0).
+    """
+
+    def __init__(self, state_dim: int, hidden: tuple[int, ...] = (64, 64), n_bases: int = 1,
+                 *, activation=nn.Tanh, bias: bool = True):
+        super().__init__()
+        self.state_dim, self.n_bases = state_dim, n_bases
+        self.net = mlp(state_dim, hidden, n_bases, activation)
+        if not bias:
+            self.net[-1].bias = None
+        self.register_buffer("alpha", torch.ones(n_bases))
+
+    def bases(self, z: torch.Tensor) -> torch.Tensor:
+        """V̂_i(z): (B, state_dim) → (B, K)."""
+        check_state(z, self.state_dim, "VentralStriatum")
+        return self.net(z)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """V̂(z) = Σ_i α_i V̂_i(z): (B, state_dim) → (B,)."""
+        return self.bases(z) @ self.alpha
+
+    def set_motivation(self, alpha) -> None:
+        """Set the motivational weights α (K,): revalues every state at once."""
+        alpha = torch.as_tensor(alpha, dtype=self.alpha.dtype)
+        if alpha.shape != self.alpha.shape:
+            raise ValueError(f"alpha must have shape ({self.n_bases},), got {tuple(alpha.shape)}")
+        self.alpha.copy_(alpha)
+
+
+class DorsalStriatum(nn.Module):
+    """Q̂(z, a). Discrete: forward(z) → (B, n_actions). Continuous: forward(z, a) → (B,)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256), *,
+                 discrete: bool):
+        super().__init__()
+        self.state_dim, self.action_dim, self.discrete = state_dim, action_dim, discrete
+        in_dim = state_dim if discrete else state_dim + action_dim
+        self.net = mlp(in_dim, hidden, action_dim if discrete else 1)
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
+        check_state(z, self.state_dim, "DorsalStriatum")
+        if self.discrete:
+            return self.net(z)
+        return self.net(torch.cat([z, a], -1)).squeeze(-1)
+
+
+class TwinQ(nn.Module):
+    """Two independent continuous Q̂ heads; `min` is the clipped double-Q estimate."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256)):
+        super().__init__()
+        self.q1 = DorsalStriatum(state_dim, action_dim, hidden, discrete=False)
+        self.q2 = DorsalStriatum(state_dim, action_dim, hidden, discrete=False)
+
+    def forward(self, z, a) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q1(z, a), self.q2(z, a)
+
+    def min(self, z, a) -> torch.Tensor:
+        q1, q2 = self(z, a)
+        return torch.minimum(q1, q2)
+
+
+@dataclass(frozen=True)
+class StriatalState:
+    """What the basal ganglia report at one step: V̂(z_t) (B,), per-basis V̂_i (B, K),
+    Q̂(z_t, a_t) (B,) or None, dopamine δ_{t−1} (B,) and per basis (B, K) (zeros at the first
+    step of an episode, when there is no previous state)."""
+
+    value: torch.Tensor
+    value_bases: torch.Tensor
+    q: torch.Tensor | None
+    dopamine: torch.Tensor
+    dopamine_bases: torch.Tensor
+
+
+class BasalGanglia:
+    """Per-step critic readout for a closed-loop simulation (DESIGN.md §8).
+
+    Call `step(z_t, reward_prev, terminated_prev, action)` once per time step with the state of
+    the configured cortical nodes (detached, as the striatum does not train the cortex by
+    default). It returns V̂(z_t), Q̂(z_t, a_t) when a dorsal critic is given, and the dopamine
+    δ_{t−1} = r_{t−1} + γ (1 − terminated) V̂(z_t) − V̂(z_{t−1}) per basis and in total.
+    """
+
+    def __init__(self, ventral: VentralStriatum, dorsal: DorsalStriatum | None = None, *,
+                 gamma: float = 0.99, detach: bool = True):
+        self.ventral, self.dorsal, self.gamma, self.detach = ventral, dorsal, gamma, detach
+        self._prev_bases: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        """Forget the previous state (start of an episode)."""
+        self._prev_bases = None
+
+    def step(self, z: torch.Tensor, reward_prev=None, terminated_prev=None,
+             action: torch.Tensor | None = None) -> StriatalState:
+        z = z.detach() if self.detach else z
+        z = z if z.ndim == 2 else z[None]
+        with torch.no_grad():
+            bases = self.ventral.bases(z)
+            value = bases @ self.ventral.alpha
+            q = None
+            if self.dorsal is not None and action is not None:
+                q_all = self.dorsal(z) if self.dorsal.discrete else self.dorsal(z, action)
+                q = (q_all.gather(-1, action.long().view(-1, 1)).squeeze(-1)
+                     if self.dorsal.discrete else q_all)
+            if self._prev_bases is None or reward_prev is None:
+                d_bases = torch.zeros_like(bases)
+                d = torch.zeros_like(value)
+            else:
+                r = torch.as_tensor(reward_prev, dtype=bases.dtype).reshape(-1, bases.shape[-1])
+                term = torch.as_tensor(
+                    False if terminated_prev is None else terminated_prev).reshape(-1)
+                d_bases, d = reward_basis_td_errors(r, self._prev_bases, bases, term,
+                                                    self.gamma, self.ventral.alpha)
+        self._prev_bases = bases
+        return StriatalState(value, bases, q, d, d_bases)

@@ -1,0 +1,150 @@
+"""Benchmark the RL family against the "must reach" thresholds and Stable-Baselines3's speed.
+
+    python benchmarks/bench_rl.py                      # every algorithm, seeds 0 1 2
+    python benchmarks/bench_rl.py --algos sac ppo --seeds 0 --steps 5000 --workers 2
+
+Each (algorithm, seed) trains in its own process with one torch thread, then is evaluated
+over 10 deterministic episodes. Results go to benchmarks/results/rl.jsonl (one JSON line per
+run, with the evaluation curve) and a table with mean ± std and pass/fail is printed. The
+speed comparison trains brainloop and Stable-Baselines3 (if installed) with the same
+hyper-parameters for the same number of steps, one after the other in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# algo: (env, env steps, threshold, eval_every, config overrides)
+RUNS = {
+    "sac": ("Pendulum-v1", 20_000, -200.0, 2000, {}),
+    "ddpg": ("Pendulum-v1", 20_000, -200.0, 2000, {}),
+    "svg0": ("Pendulum-v1", 20_000, -200.0, 2000, {}),
+    "dqn": ("CartPole-v1", 50_000, 475.0, 5000, {}),
+    "ppo": ("CartPole-v1", 100_000, 475.0, 10_000, {}),
+}
+
+
+def train_one(job: tuple[str, int, int | None]) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from basal_ganglia.agents import make_agent
+
+    algo, seed, steps = job
+    env_id, budget, threshold, eval_every, overrides = RUNS[algo]
+    steps = steps or budget
+    agent = make_agent(algo, env_id, seed=seed, eval_every=eval_every, **overrides)
+    start = time.perf_counter()
+    agent.learn(steps)
+    wall = time.perf_counter() - start
+    eval_returns = agent.evaluate(10)
+    result = dict(algo=algo, env=env_id, seed=seed, steps=agent.num_steps,
+                  final_eval_return=float(eval_returns.mean()),
+                  final_eval_std=float(eval_returns.std()), threshold=threshold,
+                  wall_s=wall, steps_per_s=agent.num_steps / wall,
+                  eval_curve_steps=agent.history["rl/eval_env_step"].tolist(),
+                  eval_curve_return=agent.history["rl/eval_return"].tolist())
+    print(f"  done {algo} seed {seed}: eval {result['final_eval_return']:.1f}, "
+          f"{result['steps_per_s']:.0f} steps/s", flush=True)
+    return result
+
+
+def speed_comparison(steps_sac: int, steps_ppo: int) -> list[dict]:
+    """Steps/s of brainloop vs SB3 for SAC (Pendulum) and PPO (CartPole), same settings."""
+    import torch
+
+    torch.set_num_threads(1)
+    from basal_ganglia.agents import make_agent
+
+    try:
+        import stable_baselines3 as sb3
+        from stable_baselines3.common.env_util import make_vec_env
+    except ImportError:
+        print("stable-baselines3 not installed: skipping the speed comparison")
+        return []
+    rows = []
+    t = time.perf_counter()
+    make_agent("sac", "Pendulum-v1", seed=0).learn(steps_sac)
+    rows.append(dict(algo="sac", impl="brainloop", steps=steps_sac,
+                     steps_per_s=steps_sac / (time.perf_counter() - t)))
+    model = sb3.SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=0, device="cpu")
+    t = time.perf_counter()
+    model.learn(steps_sac)
+    rows.append(dict(algo="sac", impl="stable-baselines3 " + sb3.__version__, steps=steps_sac,
+                     steps_per_s=steps_sac / (time.perf_counter() - t)))
+    t = time.perf_counter()
+    make_agent("ppo", "CartPole-v1", seed=0).learn(steps_ppo)
+    rows.append(dict(algo="ppo", impl="brainloop", steps=steps_ppo,
+                     steps_per_s=steps_ppo / (time.perf_counter() - t)))
+    lin = lambda v: (lambda p: p * v)
+    model = sb3.PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=0), n_steps=32,
+                    batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+                    learning_rate=lin(1e-3), clip_range=lin(0.2), seed=0, device="cpu")
+    t = time.perf_counter()
+    model.learn(steps_ppo)
+    rows.append(dict(algo="ppo", impl="stable-baselines3 " + sb3.__version__, steps=steps_ppo,
+                     steps_per_s=steps_ppo / (time.perf_counter() - t)))
+    return rows
+
+
+def table(results: list[dict]) -> str:
+    lines = [f"| algo | env | seed | env steps | final eval return (10 ep.) | steps/s |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
+        lines.append(f"| {r['algo']} | {r['env']} | {r['seed']} | {r['steps']} | "
+                     f"{r['final_eval_return']:.1f} ± {r['final_eval_std']:.1f} | "
+                     f"{r['steps_per_s']:.0f} |")
+    lines += ["", "| algo | env | seeds | mean ± std of final eval return | threshold | "
+              "pass |", "|---|---|---|---|---|---|"]
+    for algo in sorted({r["algo"] for r in results}):
+        rs = [r for r in results if r["algo"] == algo]
+        v = np.array([r["final_eval_return"] for r in rs])
+        ok = v.mean() >= rs[0]["threshold"]
+        lines.append(f"| {algo} | {rs[0]['env']} | {len(rs)} | {v.mean():.1f} ± {v.std():.1f} | "
+                     f"≥ {rs[0]['threshold']:g} | {'yes' if ok else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algos", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="override every env-step budget")
+    p.add_argument("--workers", type=int, default=2, help="parallel training processes")
+    p.add_argument("--speed-steps", type=int, nargs=2, default=[3000, 20_000],
+                   metavar=("SAC", "PPO"), help="steps of the SB3 speed comparison (0 0 = skip)")
+    p.add_argument("--out", default=str(RESULTS / "rl.jsonl"))
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jobs = [(a, s, args.steps) for s in args.seeds for a in args.algos]
+    results = []
+    with mp.get_context("spawn").Pool(args.workers) as pool, out.open("a") as f:
+        for r in pool.imap_unordered(train_one, jobs):
+            results.append(r)
+            f.write(json.dumps(r) + "\n")
+            f.flush()
+    print(table(results))
+    if args.speed_steps[0] > 0:
+        rows = speed_comparison(*args.speed_steps)
+        with out.with_name("speed.jsonl").open("a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        print("\n| algo | implementation | env steps | steps/s |\n|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['algo']} | {r['impl']} | {r['steps']} | {r['steps_per_s']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
