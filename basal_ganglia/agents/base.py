@@ -35,7 +35,7 @@ class AgentConfig:
 
     gamma: float = _f(0.99, "discount factor γ")
     learning_rate: float = _f(3e-4, "Adam learning rate")
-    hidden: tuple = _f((256, 256), "hidden layer widths of every network")
+    hidden: tuple[int, ...] = _f((256, 256), "hidden layer widths of every network")
     eval_every: int = _f(0, "evaluate every this many env steps (0 = only when asked)")
     eval_episodes: int = _f(5, "episodes per evaluation (deterministic actions)")
 
@@ -281,7 +281,7 @@ def log_action_free_energy(history: History, terms: dict) -> None:
     from cortex.action import TERMS, total
 
     for k in TERMS:
-        history.log(f"basal_ganglia/action_free_energy/{k}", float(terms[k]),
+        history.log(f"basal_ganglia/action_free_energy/{k}", float(terms[k].detach()),
                     f"action free energy term {k} (seed Eq. 2), batch mean, one per update")
-    history.log("basal_ganglia/action_free_energy/total", float(total(terms)),
+    history.log("basal_ganglia/action_free_energy/total", float(total(terms).detach()),
                 "action free energy: sum of the six terms, one per update")

@@ -25,7 +25,7 @@ class DDPGConfig(OffPolicyConfig):
 
     learning_rate: float = _f(1e-3, "Adam learning rate (actor and critic)")
     gamma: float = _f(0.98, "discount factor γ")
-    hidden: tuple = _f((400, 300), "hidden layer widths of actor and critic")
+    hidden: tuple[int, ...] = _f((400, 300), "hidden layer widths of actor and critic")
     buffer_size: int = _f(200_000, "replay memory capacity (transitions)")
     batch_size: int = _f(256, "replayed minibatch size")
     learning_starts: int = _f(10_000, "env steps of random actions before learning")

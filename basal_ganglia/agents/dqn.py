@@ -24,7 +24,7 @@ class DQNConfig(OffPolicyConfig):
 
     learning_rate: float = _f(2.3e-3, "Adam learning rate")
     gamma: float = _f(0.99, "discount factor γ")
-    hidden: tuple = _f((256, 256), "hidden layer widths of Q̂")
+    hidden: tuple[int, ...] = _f((256, 256), "hidden layer widths of Q̂")
     buffer_size: int = _f(100_000, "replay memory capacity (transitions)")
     batch_size: int = _f(64, "replayed minibatch size")
     learning_starts: int = _f(1000, "env steps of random actions before learning")

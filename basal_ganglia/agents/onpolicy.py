@@ -26,7 +26,7 @@ from cortex.policy import CategoricalPolicy, GaussianPolicy
 @dataclass(frozen=True)
 class OnPolicyConfig(AgentConfig):
     learning_rate: float = _f(1e-3, "Adam learning rate (linearly annealed to 0 if anneal)")
-    hidden: tuple = _f((64, 64), "hidden layer widths of policy and V̂ (tanh)")
+    hidden: tuple[int, ...] = _f((64, 64), "hidden layer widths of policy and V̂ (tanh)")
     n_envs: int = _f(8, "parallel environments")
     n_steps: int = _f(32, "steps per environment per rollout")
     gae_lambda: float = _f(0.95, "λ of the advantage estimator")

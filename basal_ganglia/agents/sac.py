@@ -78,7 +78,7 @@ class SAC(OffPolicyAgent):
 
     @property
     def alpha(self) -> float:
-        return 0.0 if self.cfg.ent_coef == 0 else float(self.log_alpha.exp())
+        return 0.0 if self.cfg.ent_coef == 0 else float(self.log_alpha.detach().exp())
 
     def act(self, obs, deterministic: bool = False):
         with torch.no_grad():

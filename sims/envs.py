@@ -1,0 +1,99 @@
+"""Environments brainloop ships, with the Gymnasium API (reset(seed=), 5-tuple step).
+
+`PavlovianConditioning` — one trial per episode: a conditioned stimulus (CS) at `cs_time`, the
+unconditioned stimulus (reward R) `delay` steps later, optionally omitted. The observation is
+the complete serial compound (tapped delay line): feature j is on exactly when the CS came
+j steps ago, so every post-CS time has its own feature and the pre-CS state is all zeros.
+The agent cannot act (a single no-op action). The trial ends (terminated) after `trial_length`
+steps. Reward arrives with the transition into the US time step.
+
+`RandomWalk` — Sutton & Barto's chain: states 1..n in a row, start in the middle, each action
+moves one step left or right (the random behaviour of TD prediction is a uniform choice),
+termination off either end, reward 1 off the right end. With γ = 1 and the uniform policy,
+V(i) = i / (n + 1). Observations are one-hot.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+
+class PavlovianConditioning(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, trial_length: int = 30, cs_time: int = 5, delay: int = 10,
+                 reward: float = 1.0, omission_prob: float = 0.0):
+        if not 0 <= cs_time < cs_time + delay < trial_length:
+            raise ValueError(f"need 0 <= cs_time < cs_time + delay < trial_length, got "
+                             f"cs_time={cs_time}, delay={delay}, trial_length={trial_length}")
+        self.trial_length, self.cs_time, self.delay = trial_length, cs_time, delay
+        self.us_time = cs_time + delay
+        self.reward, self.omission_prob = float(reward), float(omission_prob)
+        self.n_features = trial_length - cs_time
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (self.n_features,), np.float32)
+        self.action_space = gym.spaces.Discrete(1)
+
+    def _obs(self) -> np.ndarray:
+        x = np.zeros(self.n_features, np.float32)
+        if self.t >= self.cs_time:
+            x[self.t - self.cs_time] = 1.0
+        return x
+
+    def reset(self, *, seed=None, options=None):
+        """options={"omit": True} forces an omission trial (False forces reward)."""
+        super().reset(seed=seed)
+        self.t = 0
+        omit = (options or {}).get("omit")
+        self.omit = bool(self.np_random.random() < self.omission_prob) if omit is None else omit
+        return self._obs(), {"t": 0, "omit": self.omit}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self.t += 1
+        r = self.reward if (self.t == self.us_time and not self.omit) else 0.0
+        terminated = self.t >= self.trial_length - 1
+        return self._obs(), r, terminated, False, {"t": self.t, "omit": self.omit}
+
+
+class RandomWalk(gym.Env):
+    metadata = {"render_modes": []}
+
+    def __init__(self, n_states: int = 5):
+        if n_states < 1:
+            raise ValueError(f"RandomWalk needs at least one state, got n_states={n_states}")
+        self.n_states = n_states
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (n_states,), np.float32)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self) -> np.ndarray:
+        x = np.zeros(self.n_states, np.float32)
+        x[self.state - 1] = 1.0
+        return x
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = (self.n_states + 1) // 2
+        return self._obs(), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self.state += 1 if int(action) == 1 else -1
+        if self.state == 0:
+            return np.zeros(self.n_states, np.float32), 0.0, True, False, {}
+        if self.state == self.n_states + 1:
+            return np.zeros(self.n_states, np.float32), 1.0, True, False, {}
+        return self._obs(), 0.0, False, False, {}
+
+    def true_values(self) -> np.ndarray:
+        """V(i) = i / (n + 1) under the uniform policy, γ = 1, states 1..n."""
+        return np.arange(1, self.n_states + 1) / (self.n_states + 1)
+
+
+ENVIRONMENTS = {"PavlovianConditioning": PavlovianConditioning, "RandomWalk": RandomWalk}
+
+for _name, _cls in ENVIRONMENTS.items():
+    if f"brainloop/{_name}-v0" not in gym.registry:
+        gym.register(f"brainloop/{_name}-v0", entry_point=_cls)
