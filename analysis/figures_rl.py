@@ -1,0 +1,126 @@
+"""Figures of basal-ganglia runs, found by dataset name (DESIGN §7):
+
+- `conditioning_dopamine` — δ over trial time for an early, a middle and the last trial and the
+  omission probe (`basal_ganglia/dopamine` of shape (trials, T), `conditioning/*`), and δ of
+  every trial as an image;
+- `rl_returns` — training episode returns and evaluation returns against env steps;
+- `rl_losses` — every `rl/loss/<name>` against env steps;
+- `rl_dopamine` — the dopamine δ over training (per step, or per rollout flattened);
+- `action_free_energy` — the six terms under `basal_ganglia/action_free_energy/` per update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analysis.plotting import figure, finite, log_scale_if_positive, new_figure
+from analysis.recording import Recording
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    if len(values) < window or window <= 1:
+        return values
+    kernel = np.ones(window) / window
+    return np.convolve(values, kernel, mode="valid")
+
+
+@figure("conditioning_dopamine")
+def conditioning_dopamine(rec: Recording):
+    if "conditioning/cs_time" not in rec or "basal_ganglia/dopamine" not in rec:
+        return None
+    delta = finite(rec["basal_ganglia/dopamine"])
+    if delta.ndim != 2:
+        return None
+    cs, us = int(rec["conditioning/cs_time"]), int(rec["conditioning/us_time"])
+    t = np.arange(delta.shape[1])
+    fig, (ax, im_ax) = new_figure(1, 2, width=10.0, height=3.6,
+                                  title="Dopamine δ over trial time (TD learning)")
+    n = len(delta)
+    # the "middle" trial is where the CS response first reaches half its final size
+    half = np.flatnonzero(delta[:, cs] >= 0.5 * delta[-1, cs])
+    middle = int(half[0]) if len(half) and 0 < half[0] < n - 1 else n // 2
+    for i, label in ((0, "first"), (middle, "middle"), (n - 1, "last")):
+        ax.plot(t, delta[i], marker="o", markersize=2.5, label=f"{label} trial ({i + 1})")
+    if "conditioning/omission_dopamine" in rec:
+        ax.plot(t, finite(rec["conditioning/omission_dopamine"]), "k--", marker="x",
+                markersize=3, label="omission probe")
+    for x, name in ((cs, "CS"), (us, "US")):
+        ax.axvline(x, color="0.5", lw=0.8, ls=":")
+        ax.text(x, ax.get_ylim()[1], name, ha="center", va="bottom", fontsize=8)
+    ax.set_xlabel("time in trial (steps)")
+    ax.set_ylabel("δ")
+    ax.legend(loc="lower left")
+    lim = np.nanmax(np.abs(delta)) or 1.0
+    image = im_ax.imshow(delta, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim,
+                         origin="lower", interpolation="nearest")
+    im_ax.set_xlabel("time in trial (steps)")
+    im_ax.set_ylabel("trial")
+    im_ax.grid(False)
+    fig.colorbar(image, ax=im_ax, label="δ")
+    return fig
+
+
+@figure("rl_returns")
+def rl_returns(rec: Recording):
+    if "rl/episode_return" not in rec:
+        return None
+    fig, ax = new_figure(title="Returns")
+    steps, ret = rec["rl/episode_env_step"], finite(rec["rl/episode_return"])
+    ax.plot(steps, ret, ".", markersize=2, alpha=0.4, label="training episodes")
+    window = max(1, len(ret) // 50)
+    if window > 1:
+        ax.plot(steps[window - 1:], _smooth(ret, window), label=f"mean of {window}")
+    if "rl/eval_return" in rec:
+        ax.plot(rec["rl/eval_env_step"], finite(rec["rl/eval_return"]), "o-", color="k",
+                markersize=3, label="evaluation (deterministic)")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.legend()
+    return fig
+
+
+@figure("rl_losses")
+def rl_losses(rec: Recording):
+    names = [n for n in rec.datasets() if n.startswith("rl/loss/")]
+    if not names or "rl/update_env_step" not in rec:
+        return None
+    steps = rec["rl/update_env_step"]
+    fig, axes = new_figure(1, len(names), width=3.2 * len(names) + 0.5, height=3.0,
+                           title="Training losses")
+    for ax, name in zip(np.atleast_1d(axes), names):
+        values = finite(rec[name])
+        ax.plot(steps[: len(values)], values, lw=0.8)
+        log_scale_if_positive(ax, values)
+        ax.set_title(name.removeprefix("rl/loss/"))
+        ax.set_xlabel("environment steps")
+    return fig
+
+
+@figure("rl_dopamine")
+def rl_dopamine(rec: Recording):
+    if "basal_ganglia/dopamine" not in rec or "conditioning/cs_time" in rec:
+        return None
+    delta = finite(rec["basal_ganglia/dopamine"]).reshape(-1)
+    fig, ax = new_figure(title="Dopamine δ (TD error) during training")
+    ax.plot(delta, ",", alpha=0.3, label="δ per step")
+    window = max(1, len(delta) // 200)
+    if window > 1:
+        ax.plot(np.arange(window - 1, len(delta)), _smooth(np.abs(delta), window),
+                label=f"|δ|, mean of {window}")
+    ax.set_xlabel("recorded step")
+    ax.set_ylabel("δ")
+    ax.legend()
+    return fig
+
+
+@figure("action_free_energy")
+def action_free_energy(rec: Recording):
+    names = [n for n in rec.datasets() if n.startswith("basal_ganglia/action_free_energy/")]
+    if not names:
+        return None
+    fig, ax = new_figure(title="Action free energy terms (seed Eq. 2)")
+    for name in names:
+        ax.plot(finite(rec[name]), lw=0.9, label=name.rsplit("/", 1)[-1])
+    ax.set_xlabel("update")
+    ax.legend(ncol=2)
+    return fig
