@@ -4,7 +4,7 @@ The striatum reads a state z — the cortical state of configured nodes, or a ra
 and the midbrain broadcasts the dopamine signal δ (basal_ganglia.td). `VentralStriatum` holds
 one value head per reward basis (one head = the ordinary critic) and combines them with the
 motivational weights α. `DorsalStriatum` is Q̂(z, ·) over a discrete action set (DQN) or
-Q̂(z, a) for a continuous action (DDPG, SVG(0), SAC); `TwinQ` is the clipped double critic.
+Q̂(z, a) for a continuous action (DDPG, SVG(0), SAC); `CriticEnsemble` is the clipped double critic.
 `BasalGanglia` is the per-step interface a closed-loop simulation calls with z_t.
 """
 
@@ -101,20 +101,22 @@ class DorsalStriatum(nn.Module):
         return self.net(torch.cat([z, a], -1)).squeeze(-1)
 
 
-class TwinQ(nn.Module):
-    """Two independent continuous Q̂ heads; `min` is the clipped double-Q estimate."""
+class CriticEnsemble(nn.Module):
+    """n independent continuous Q̂ heads; `min` is the clipped double-Q estimate for n = 2
+    (SAC) and the plain Q̂ for n = 1 (SVG(0))."""
 
-    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256)):
+    def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256),
+                 n: int = 2):
         super().__init__()
-        self.q1 = DorsalStriatum(state_dim, action_dim, hidden, discrete=False)
-        self.q2 = DorsalStriatum(state_dim, action_dim, hidden, discrete=False)
+        self.critics = nn.ModuleList(DorsalStriatum(state_dim, action_dim, hidden, discrete=False)
+                                     for _ in range(n))
 
-    def forward(self, z, a) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.q1(z, a), self.q2(z, a)
+    def forward(self, z, a) -> list[torch.Tensor]:
+        return [q(z, a) for q in self.critics]
 
     def min(self, z, a) -> torch.Tensor:
-        q1, q2 = self(z, a)
-        return torch.minimum(q1, q2)
+        qs = self(z, a)
+        return qs[0] if len(qs) == 1 else torch.stack(qs).min(0).values
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,13 @@ class ReplayMemory:
         return Batch(**t, index=idx, weight=torch.as_tensor(weight, dtype=torch.float32,
                                                              device=device))
 
+    def latest(self, n: int = 1, *, device=None) -> Batch:
+        """The `n` most recent transitions, oldest first."""
+        if not 0 < n <= self.size:
+            raise ValueError(f"cannot take the latest {n} of {self.size} stored transitions")
+        idx = (self.pos - n + np.arange(n)) % self.capacity
+        return self._batch(idx, np.ones(n), device)
+
     def sample(self, batch_size: int, rng: np.random.Generator, *, device=None) -> Batch:
         """Uniform minibatch of `batch_size` transitions (with replacement)."""
         if self.size == 0:

@@ -249,9 +249,8 @@ class OffPolicyAgent(Agent):
             episode_return += float(reward)
             if recorder is not None:
                 with torch.no_grad():
-                    last = np.array([(self.memory.pos - 1) % self.memory.capacity])
-                    one = self.memory._batch(last, np.ones(1), self.device)
-                    self.history.log("basal_ganglia/dopamine", float(self.td(one)[0]),
+                    delta = self.td(self.memory.latest(device=self.device))
+                    self.history.log("basal_ganglia/dopamine", float(delta[0]),
                                      "dopamine: TD error δ of the transition just taken")
             if terminated or truncated:
                 self._log_episode(episode_return)

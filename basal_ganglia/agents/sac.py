@@ -21,7 +21,7 @@ import torch
 
 from basal_ganglia.agents.base import (OffPolicyAgent, OffPolicyConfig, _f,
                                        log_action_free_energy)
-from basal_ganglia.striatum import TwinQ, frozen_copy, soft_update
+from basal_ganglia.striatum import CriticEnsemble, frozen_copy, soft_update
 from basal_ganglia.td import td_target
 from cortex.action import point_mass_terms, total
 from cortex.policy import SquashedGaussianPolicy
@@ -55,14 +55,15 @@ class SAC(OffPolicyAgent):
     name = "sac"
     config_cls = SACConfig
     action_kind = "continuous"
-    twin = True
+    n_critics = 2
 
     def build(self) -> None:
         cfg = self.cfg
         self.actor = SquashedGaussianPolicy(self.state_dim, self.action_dim, self.action_space.low,
                                             self.action_space.high, tuple(cfg.hidden)
                                             ).to(self.device)
-        self.q = TwinQ(self.state_dim, self.action_dim, tuple(cfg.hidden)).to(self.device)
+        self.q = CriticEnsemble(self.state_dim, self.action_dim, tuple(cfg.hidden),
+                                self.n_critics).to(self.device)
         self.q_target = frozen_copy(self.q)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
         self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate)
@@ -86,28 +87,24 @@ class SAC(OffPolicyAgent):
             a = self.actor.mode(z) if deterministic else self.actor.sample(z)[0]
         return a.cpu().numpy()
 
-    def _q(self, z, a):
-        return self.q.min(z, a) if self.twin else self.q.q1(z, a)
-
     def soft_value(self, z, target: bool = True) -> torch.Tensor:
         """V̂(z) = E_π[Q̂(z, a) − α log π(a|z)], one-sample estimate, (B,)."""
         a, logp = self.actor.sample(z)
         q = self.q_target if target else self.q
-        qa = q.min(z, a) if self.twin else q.q1(z, a)
-        return qa - self.alpha * logp
+        return q.min(z, a) - self.alpha * logp
 
     def td(self, batch) -> torch.Tensor:
         with torch.no_grad():
             next_v = self.soft_value(batch.next_obs)
             target = td_target(batch.reward, next_v, batch.terminated, self.cfg.gamma)
-        return target - self._q(batch.obs, batch.action)
+        return target - self.q.min(batch.obs, batch.action)
 
     def update(self, batch) -> dict[str, float]:
         cfg, losses = self.cfg, {}
+        # one reparameterised sample serves the α loss and the actor loss, as in SB3
+        a, logp = self.actor.sample(batch.obs)
         if self.learn_alpha:
-            with torch.no_grad():
-                logp = self.actor.sample(batch.obs)[1]
-            alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+            alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_opt.zero_grad()
             alpha_loss.backward()
             self.alpha_opt.step()
@@ -115,16 +112,14 @@ class SAC(OffPolicyAgent):
         with torch.no_grad():
             target = td_target(batch.reward, self.soft_value(batch.next_obs), batch.terminated,
                                cfg.gamma)
-        qs = self.q(batch.obs, batch.action) if self.twin else (self.q.q1(batch.obs, batch.action),)
-        q_loss = sum(0.5 * (q - target).pow(2).mean() for q in qs)
+        q_loss = sum(0.5 * (q - target).pow(2).mean() for q in self.q(batch.obs, batch.action))
         self.q_opt.zero_grad()
         q_loss.backward()
         self.q_opt.step()
 
-        a, logp = self.actor.sample(batch.obs)
         drift_logp = (self.actor.log_prob(batch.obs, batch.action) if cfg.drift_coef
                       else logp.detach())
-        terms = point_mass_terms(self._q(batch.obs, a), drift_logp, -logp, beta=cfg.beta,
+        terms = point_mass_terms(self.q.min(batch.obs, a), drift_logp, -logp, beta=cfg.beta,
                                  drift_coef=cfg.drift_coef, entropy_coef=self.alpha)
         actor_loss = total(terms)
         self.actor_opt.zero_grad()
@@ -141,4 +136,4 @@ class SVG0(SAC):
 
     name = "svg0"
     config_cls = SVG0Config
-    twin = False
+    n_critics = 1
