@@ -59,7 +59,7 @@ def test_off_policy_recording_has_dopamine_per_env_step(tmp_path):
     with Recorder(tmp_path / "sac.h5", sim="rl", seed=0, config={}) as rec:
         make_agent("sac", "Pendulum-v1", **OFF).learn(120, recorder=rec)
     r = Recording(tmp_path / "sac.h5")
-    assert r["basal_ganglia/dopamine"].shape == (120,)
+    assert r["basal_ganglia/dopamine"].shape == (120,) and r["basal_ganglia/q"].shape == (120,)
     assert "basal_ganglia/action_free_energy/total" in r
 
 

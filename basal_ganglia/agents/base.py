@@ -215,9 +215,17 @@ class OffPolicyAgent(Agent):
         """Behaviour action for one observation once learning has started."""
         return self.act(obs, deterministic=False)
 
-    def td(self, batch) -> torch.Tensor:
-        """Dopamine δ (B,) of a batch of transitions under the current critics."""
+    def q_value(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """Dorsal striatum Q̂(z, a) of the algorithm, (B,)."""
         raise NotImplementedError
+
+    def td_target(self, batch) -> torch.Tensor:
+        """The algorithm's bootstrapped target r + γ (1 − terminated) V̂'(z'), (B,), no grad."""
+        raise NotImplementedError
+
+    def td(self, batch) -> torch.Tensor:
+        """Dopamine δ = target − Q̂(z, a) of a batch of transitions, (B,)."""
+        return self.td_target(batch) - self.q_value(batch.obs, batch.action)
 
     def update(self, batch) -> dict[str, float]:
         raise NotImplementedError
@@ -249,9 +257,13 @@ class OffPolicyAgent(Agent):
             episode_return += float(reward)
             if recorder is not None:
                 with torch.no_grad():
-                    delta = self.td(self.memory.latest(device=self.device))
-                    self.history.log("basal_ganglia/dopamine", float(delta[0]),
-                                     "dopamine: TD error δ of the transition just taken")
+                    last = self.memory.latest(device=self.device)
+                    q = self.q_value(last.obs, last.action)
+                    delta = self.td_target(last) - q
+                self.history.log("basal_ganglia/q", float(q[0]), "dorsal striatum Q̂(z_t, a_t) "
+                                 "of the action just taken")
+                self.history.log("basal_ganglia/dopamine", float(delta[0]),
+                                 "dopamine: TD error δ of the transition just taken")
             if terminated or truncated:
                 self._log_episode(episode_return)
                 episode_return = 0.0

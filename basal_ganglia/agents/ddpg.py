@@ -56,11 +56,13 @@ class DDPG(OffPolicyAgent):
             a = a + self.cfg.noise_std * scale * self.rng.standard_normal(a.shape)
         return np.clip(a, self.action_space.low, self.action_space.high).astype(np.float32)
 
-    def td(self, batch) -> torch.Tensor:
-        with torch.no_grad():
-            next_q = self.q_target(batch.next_obs, self.actor_target(batch.next_obs))
-            target = td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
-        return target - self.q(batch.obs, batch.action)
+    def q_value(self, obs, action) -> torch.Tensor:
+        return self.q(obs, action)
+
+    @torch.no_grad()
+    def td_target(self, batch) -> torch.Tensor:
+        next_q = self.q_target(batch.next_obs, self.actor_target(batch.next_obs))
+        return td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
 
     def update(self, batch) -> dict[str, float]:
         q_loss = 0.5 * self.td(batch).pow(2).mean()

@@ -59,12 +59,13 @@ class DQN(OffPolicyAgent):
             return int(self.action_space.sample())
         return int(greedy)
 
-    def td(self, batch) -> torch.Tensor:
-        with torch.no_grad():
-            next_q = self.q_target(batch.next_obs).max(-1).values
-            target = td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
-        q = self.q(batch.obs).gather(-1, batch.action.long()[:, None]).squeeze(-1)
-        return target - q
+    def q_value(self, obs, action) -> torch.Tensor:
+        return self.q(obs).gather(-1, action.long()[:, None]).squeeze(-1)
+
+    @torch.no_grad()
+    def td_target(self, batch) -> torch.Tensor:
+        next_q = self.q_target(batch.next_obs).max(-1).values
+        return td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
 
     def update(self, batch) -> dict[str, float]:
         delta = self.td(batch)

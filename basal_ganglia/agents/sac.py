@@ -93,11 +93,13 @@ class SAC(OffPolicyAgent):
         q = self.q_target if target else self.q
         return q.min(z, a) - self.alpha * logp
 
-    def td(self, batch) -> torch.Tensor:
-        with torch.no_grad():
-            next_v = self.soft_value(batch.next_obs)
-            target = td_target(batch.reward, next_v, batch.terminated, self.cfg.gamma)
-        return target - self.q.min(batch.obs, batch.action)
+    def q_value(self, obs, action) -> torch.Tensor:
+        return self.q.min(obs, action)
+
+    @torch.no_grad()
+    def td_target(self, batch) -> torch.Tensor:
+        return td_target(batch.reward, self.soft_value(batch.next_obs), batch.terminated,
+                         self.cfg.gamma)
 
     def update(self, batch) -> dict[str, float]:
         cfg, losses = self.cfg, {}
@@ -109,9 +111,7 @@ class SAC(OffPolicyAgent):
             alpha_loss.backward()
             self.alpha_opt.step()
             losses["alpha"] = alpha_loss.item()
-        with torch.no_grad():
-            target = td_target(batch.reward, self.soft_value(batch.next_obs), batch.terminated,
-                               cfg.gamma)
+        target = self.td_target(batch)
         q_loss = sum(0.5 * (q - target).pow(2).mean() for q in self.q(batch.obs, batch.action))
         self.q_opt.zero_grad()
         q_loss.backward()
