@@ -17,23 +17,7 @@ import torch
 from torch import nn
 
 from basal_ganglia.td import reward_basis_td_errors
-
-
-def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
-    """Fully connected net in_dim → hidden… → out_dim (linear output)."""
-    layers, d = [], in_dim
-    for h in hidden:
-        layers += [nn.Linear(d, h), activation()]
-        d = h
-    layers.append(nn.Linear(d, out_dim))
-    return nn.Sequential(*layers)
-
-
-def check_state(z: torch.Tensor, state_dim: int, who: str) -> None:
-    """Raise a clear ValueError when z's last axis is not `state_dim`."""
-    if z.shape[-1] != state_dim:
-        raise ValueError(f"{who} expects states of dimension {state_dim}, "
-                         f"got shape {tuple(z.shape)}")
+from cortex.policy import check_state, mlp
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

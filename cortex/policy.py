@@ -18,9 +18,25 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Normal
 
-from basal_ganglia.striatum import check_state, mlp
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+
+
+def mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation=nn.ReLU) -> nn.Sequential:
+    """Fully connected net in_dim → hidden… → out_dim (linear output)."""
+    layers, d = [], in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), activation()]
+        d = h
+    layers.append(nn.Linear(d, out_dim))
+    return nn.Sequential(*layers)
+
+
+def check_state(z: torch.Tensor, state_dim: int, who: str) -> None:
+    """Raise a clear ValueError when z's last axis is not `state_dim`."""
+    if z.shape[-1] != state_dim:
+        raise ValueError(f"{who} expects states of dimension {state_dim}, "
+                         f"got shape {tuple(z.shape)}")
 
 
 class CategoricalPolicy(nn.Module):
@@ -159,3 +175,40 @@ class DeterministicPolicy(nn.Module):
 
     def mode(self, z):
         return self(z)
+
+
+class MixturePolicy(nn.Module):
+    """K component policies π_k(a | z) under the mixture posterior q(π = k | s) = w_k (DESIGN §4).
+
+    Acting samples a component from the prior p(π = k | s) = softmax_k(β V̂_k(s)) and an action
+    from it. `free_energy` evaluates the six terms of cortex.action at the closed-form posterior
+    w_k ∝ exp(β V̂_k + log π_k(a_τ | z_τ)) held fixed (the E-step), so that the gradient for
+    φ_k is exactly that of the terms: −w_k ∇ log π_k(a_τ | z_τ) from the drift term.
+    `components` is a list of policies with `log_prob` and `sample` (e.g. CategoricalPolicy).
+    """
+
+    def __init__(self, components: list[nn.Module]):
+        super().__init__()
+        if not components:
+            raise ValueError("a mixture needs at least one component policy")
+        self.components = nn.ModuleList(components)
+
+    def log_probs(self, z, a) -> torch.Tensor:
+        """log π_k(a | z) for every component, (B, K)."""
+        return torch.stack([pi.log_prob(z, a) for pi in self.components], -1)
+
+    def sample(self, z, values: torch.Tensor, beta: float = 1.0,
+               generator: torch.Generator | None = None):
+        """k ~ softmax(β V̂_k(z)) then a ~ π_k(·|z); values: V̂_k(z) (B, K). Returns a, k."""
+        k = torch.multinomial(torch.softmax(beta * values, -1), 1, generator=generator)[:, 0]
+        actions = torch.stack([pi.sample(z)[0] for pi in self.components], 1)  # (B, K, …)
+        index = k.view(-1, *([1] * (actions.ndim - 1))).expand(-1, 1, *actions.shape[2:])
+        return actions.gather(1, index).squeeze(1), k
+
+    def free_energy(self, z, a, values: torch.Tensor, beta: float = 1.0):
+        """(terms, w): the six terms at w = closed-form posterior (no gradient through w)."""
+        from cortex.action import mixture_terms, mixture_weights
+
+        log_probs = self.log_probs(z, a)
+        w = mixture_weights(values.detach(), log_probs.detach(), beta)
+        return mixture_terms(w, values, log_probs, beta=beta), w

@@ -84,3 +84,21 @@ def test_policies_shapes_and_state_check():
         cat.sample(torch.randn(7, 5))
     with pytest.raises(ValueError, match="bounded"):
         SquashedGaussianPolicy(4, 1, low=[-np.inf], high=[np.inf])
+
+
+def test_mixture_policy_gradient_is_responsibility_weighted_drift():
+    from cortex.policy import MixturePolicy
+
+    torch.manual_seed(0)
+    mix = MixturePolicy([CategoricalPolicy(3, 4, hidden=(8,)) for _ in range(3)])
+    z, a = torch.randn(6, 3), torch.randint(0, 4, (6,))
+    values = torch.randn(6, 3)
+    terms, w = mix.free_energy(z, a, values, beta=2.0)
+    assert torch.allclose(w.sum(-1), torch.ones(6))
+    total(terms).backward()
+    for k, pi in enumerate(mix.components):
+        expected = torch.autograd.grad(-(w[:, k] * pi.log_prob(z, a)).mean(), list(pi.parameters()))
+        for p, e in zip(pi.parameters(), expected):
+            assert torch.allclose(p.grad, e, atol=1e-6)
+    actions, k = mix.sample(z, values)
+    assert actions.shape == (6,) and k.shape == (6,)
