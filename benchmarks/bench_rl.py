@@ -98,6 +98,54 @@ def speed_comparison(steps_sac: int, steps_ppo: int) -> list[dict]:
     return rows
 
 
+def conditioning_check(out: Path) -> list[tuple[str, float, str, bool]]:
+    """Run `conditioning` with its defaults and test the "must reach" conditions."""
+    from analysis.recording import Recording
+    from sims.runner import run_simulation
+
+    path = out.with_name("conditioning.h5")
+    run_simulation("conditioning", out=path, quiet=True)
+    rec = Recording(path)
+    s, delta = rec.summary, rec["basal_ganglia/dopamine"]
+    cs, us = int(rec["conditioning/cs_time"]), int(rec["conditioning/us_time"])
+    r = 1.0
+    return [
+        ("first trial: δ peaks at the US", float(delta[0].argmax()), f"= {us}",
+         int(delta[0].argmax()) == us),
+        ("delta_us_first", s["delta_us_first"], f"= R = {r}", abs(s["delta_us_first"] - r) < 1e-6),
+        ("delta_cs_last", s["delta_cs_last"], f"within 5% of Rγ^k = {s['delta_cs_expected']:.4f}",
+         abs(s["delta_cs_last"] / s["delta_cs_expected"] - 1) <= 0.05),
+        ("delta_us_last", s["delta_us_last"], "abs ≤ 0.05 R", abs(s["delta_us_last"]) <= 0.05 * r),
+        ("delta_omission", s["delta_omission"], "within 0.05 R of −R",
+         abs(s["delta_omission"] + r) <= 0.05 * r),
+        ("omission dip at the US time", float(rec["conditioning/omission_dopamine"].argmin()),
+         f"= {us}", int(rec["conditioning/omission_dopamine"].argmin()) == us),
+    ]
+
+
+def plot_curves(results: list[dict], path: Path) -> None:
+    """Evaluation return against env steps, one panel per algorithm, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    algos = sorted({r["algo"] for r in results})
+    fig = Figure(figsize=(3.2 * len(algos), 3.0), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(algos)))
+    for ax, algo in zip(axes, algos):
+        for r in (r for r in results if r["algo"] == algo):
+            ax.plot(r["eval_curve_steps"] + [r["steps"]],
+                    r["eval_curve_return"] + [r["final_eval_return"]], marker="o", ms=3,
+                    label=f"seed {r['seed']}")
+        ax.axhline(r["threshold"], color="k", ls=":", lw=0.8)
+        ax.set_title(f"{algo} on {r['env']}")
+        ax.set_xlabel("environment steps")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("deterministic evaluation return")
+    fig.savefig(path, dpi=120)
+
+
 def table(results: list[dict]) -> str:
     lines = [f"| algo | env | seed | env steps | final eval return (10 ep.) | steps/s |",
              "|---|---|---|---|---|---|"]
@@ -118,24 +166,39 @@ def table(results: list[dict]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--algos", nargs="+", default=list(RUNS), choices=list(RUNS))
+    p.add_argument("--algos", nargs="*", default=list(RUNS), choices=list(RUNS),
+                   help="algorithms to train (none: only the conditioning and speed checks)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="override every env-step budget")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes")
     p.add_argument("--speed-steps", type=int, nargs=2, default=[3000, 20_000],
                    metavar=("SAC", "PPO"), help="steps of the SB3 speed comparison (0 0 = skip)")
     p.add_argument("--out", default=str(RESULTS / "rl.jsonl"))
+    p.add_argument("--no-conditioning", action="store_true", help="skip the conditioning check")
+    p.add_argument("--plot-only", action="store_true",
+                   help="only redraw the curves and table from the existing --out file")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.plot_only:
+        results = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        plot_curves(results, out.with_suffix(".png"))
+        print(table(results))
+        return
+    if not args.no_conditioning:
+        print("| conditioning check | value | target | pass |\n|---|---|---|---|")
+        for name, value, target, ok in conditioning_check(out):
+            print(f"| {name} | {value:.4f} | {target} | {'yes' if ok else 'NO'} |")
     jobs = [(a, s, args.steps) for s in args.seeds for a in args.algos]
     results = []
-    with mp.get_context("spawn").Pool(args.workers) as pool, out.open("a") as f:
-        for r in pool.imap_unordered(train_one, jobs):
-            results.append(r)
-            f.write(json.dumps(r) + "\n")
-            f.flush()
-    print(table(results))
+    if jobs:
+        with mp.get_context("spawn").Pool(args.workers) as pool, out.open("a") as f:
+            for r in pool.imap_unordered(train_one, jobs):
+                results.append(r)
+                f.write(json.dumps(r) + "\n")
+                f.flush()
+        print(table(results))
+        plot_curves(results, out.with_suffix(".png"))
     if args.speed_steps[0] > 0:
         rows = speed_comparison(*args.speed_steps)
         with out.with_name("speed.jsonl").open("a") as f:
