@@ -146,3 +146,20 @@ def test_cartpole_is_learned(algo, steps):
     agent = make_agent(algo, "CartPole-v1", seed=0)
     agent.learn(steps)
     assert agent.evaluate(5).mean() >= 400
+
+
+def test_on_policy_rollout_bootstraps_truncation_from_the_final_observation():
+    env = lambda: gym.wrappers.TimeLimit(gym.make("CartPole-v1").unwrapped, max_episode_steps=4)
+    agent = make_agent("ppo", env, n_envs=2, n_steps=12, hidden=(8,))
+    agent._make_envs()
+    ro = agent.collect()
+    done = (ro.terminated | ro.truncated).numpy()
+    assert ro.truncated.any()
+    same_episode = ~done[:-1]
+    # inside an episode the next value is the next step's value; at a truncation it is V̂ of
+    # the final observation, not of the reset observation that follows
+    assert np.allclose(ro.next_values[:-1].numpy()[same_episode], ro.values[1:].numpy()[same_episode])
+    cut = ro.truncated[:-1].numpy()
+    assert not np.allclose(ro.next_values[:-1].numpy()[cut], ro.values[1:].numpy()[cut])
+    delta = ro.rewards + agent.cfg.gamma * ro.next_values * (~ro.terminated) - ro.values
+    assert np.allclose(delta.numpy(), ro.delta.numpy(), atol=1e-6)

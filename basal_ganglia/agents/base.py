@@ -80,11 +80,12 @@ class History:
         self.series: dict[str, list] = {}
 
     def log(self, name: str, value, description: str, units: str | None = None) -> None:
-        self.series.setdefault(name, []).append(np.asarray(value, np.float64))
+        value = np.asarray(value)
+        if value.dtype.kind == "f":  # scalars stay exact, per-step arrays are compact
+            value = value.astype(np.float32 if value.ndim else np.float64)
+        self.series.setdefault(name, []).append(value)
         if self.recorder is not None:
-            self.recorder.append(name, np.asarray(value, np.float32 if np.ndim(value) else
-                                                  np.float64), units=units,
-                                 description=description)
+            self.recorder.append(name, value, units=units, description=description)
 
     def __getitem__(self, name: str) -> np.ndarray:
         return np.asarray(self.series.get(name, []))
@@ -189,6 +190,18 @@ class Agent:
         self.history.log("rl/update_env_step", self.num_steps, "env steps at each update",
                          units="steps")
 
+    def _log_env(self, obs, action, reward, terminated, truncated) -> None:
+        """The environment's side of a step (or of a rollout, with leading (T, N) axes)."""
+        h = self.history
+        h.log("env/obs", np.asarray(obs, np.float32), "observation x_t the action was taken in")
+        h.log("env/action", np.asarray(action, np.int64 if self.discrete else np.float32),
+              "action a_t")
+        h.log("env/reward", np.asarray(reward, np.float32), "reward r_t")
+        h.log("env/terminated", np.asarray(terminated, np.int8), "1 when step t ended the "
+              "episode in a terminal state")
+        h.log("env/truncated", np.asarray(truncated, np.int8), "1 when step t ended the episode "
+              "by a time limit")
+
     def config_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.cfg)
 
@@ -260,6 +273,7 @@ class OffPolicyAgent(Agent):
                     last = self.memory.latest(device=self.device)
                     q = self.q_value(last.obs, last.action)
                     delta = self.td_target(last) - q
+                self._log_env(obs, action, reward, terminated, truncated)
                 self.history.log("basal_ganglia/q", float(q[0]), "dorsal striatum Q̂(z_t, a_t) "
                                  "of the action just taken")
                 self.history.log("basal_ganglia/dopamine", float(delta[0]),

@@ -176,6 +176,8 @@ class OnPolicyAgent(Agent):
             before = self.num_steps
             rollout = self.collect()
             if recorder is not None:
+                self._log_env(rollout.obs.cpu(), rollout.actions.cpu(), rollout.rewards.cpu(),
+                              rollout.terminated.cpu(), rollout.truncated.cpu())
                 self.history.log("basal_ganglia/dopamine", rollout.delta.cpu().numpy(),
                                  "dopamine δ per step of a rollout, shape (n_steps, n_envs)")
                 self.history.log("basal_ganglia/value", rollout.values.cpu().numpy(),
