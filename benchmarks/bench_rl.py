@@ -35,21 +35,23 @@ RUNS = {
 }
 
 
-def train_one(job: tuple[str, int, int | None]) -> dict:
+def train_one(job: tuple[str, int, int | None, dict]) -> dict:
     import torch
 
     torch.set_num_threads(1)
     from basal_ganglia.agents import make_agent
 
-    algo, seed, steps = job
+    algo, seed, steps, params = job
     env_id, budget, threshold, eval_every, overrides = RUNS[algo]
     steps = steps or budget
-    agent = make_agent(algo, env_id, seed=seed, eval_every=eval_every, **overrides)
+    agent = make_agent(algo, env_id, seed=seed, eval_every=eval_every, **{**overrides, **params})
     start = time.perf_counter()
     agent.learn(steps)
     wall = time.perf_counter() - start
     eval_returns = agent.evaluate(10)
-    result = dict(algo=algo, env=env_id, seed=seed, steps=agent.num_steps,
+    curve = agent.history["rl/eval_return"]
+    result = dict(algo=algo, env=env_id, seed=seed, steps=agent.num_steps, params=params,
+                  best_eval_return=float(max(curve.max(initial=-np.inf), eval_returns.mean())),
                   final_eval_return=float(eval_returns.mean()),
                   final_eval_std=float(eval_returns.std()), threshold=threshold,
                   wall_s=wall, steps_per_s=agent.num_steps / wall,
@@ -58,6 +60,35 @@ def train_one(job: tuple[str, int, int | None]) -> dict:
     print(f"  done {algo} seed {seed}: eval {result['final_eval_return']:.1f}, "
           f"{result['steps_per_s']:.0f} steps/s", flush=True)
     return result
+
+
+def sb3_reference(job: tuple[str, int]) -> dict:
+    """Train Stable-Baselines3's DQN with the same rl-zoo settings; evaluate like ours."""
+    import gymnasium as gym
+    import torch
+
+    torch.set_num_threads(1)
+    import stable_baselines3 as sb3
+
+    algo, seed = job
+    if algo != "dqn":
+        raise ValueError(f"no SB3 reference run defined for {algo!r}")
+    model = sb3.DQN("MlpPolicy", "CartPole-v1", learning_rate=2.3e-3, batch_size=64,
+                    buffer_size=100_000, learning_starts=1000, gamma=0.99,
+                    target_update_interval=10, train_freq=256, gradient_steps=128,
+                    exploration_fraction=0.16, exploration_final_eps=0.04,
+                    policy_kwargs=dict(net_arch=[256, 256]), seed=seed, device="cpu")
+    model.learn(RUNS[algo][1])
+    env, returns = gym.make("CartPole-v1"), []
+    for i in range(10):
+        obs, _ = env.reset(seed=seed + 10_000 + i)
+        total, done = 0.0, False
+        while not done:
+            obs, r, term, trunc, _ = env.step(int(model.predict(obs, deterministic=True)[0]))
+            total, done = total + r, term or trunc
+        returns.append(total)
+    return dict(algo=algo, impl="stable-baselines3 " + sb3.__version__, seed=seed,
+                final_eval_return=float(np.mean(returns)), final_eval_std=float(np.std(returns)))
 
 
 def speed_comparison(steps_sac: int, steps_ppo: int) -> list[dict]:
@@ -147,11 +178,12 @@ def plot_curves(results: list[dict], path: Path) -> None:
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"| algo | env | seed | env steps | final eval return (10 ep.) | steps/s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| algo | env | seed | env steps | final eval return (10 ep.) | best periodic eval "
+             "| steps/s |", "|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (r["algo"], r["seed"])):
+        best = max(r["eval_curve_return"] + [r["final_eval_return"]])
         lines.append(f"| {r['algo']} | {r['env']} | {r['seed']} | {r['steps']} | "
-                     f"{r['final_eval_return']:.1f} ± {r['final_eval_std']:.1f} | "
+                     f"{r['final_eval_return']:.1f} ± {r['final_eval_std']:.1f} | {best:.1f} | "
                      f"{r['steps_per_s']:.0f} |")
     lines += ["", "| algo | env | seeds | mean ± std of final eval return | threshold | "
               "pass |", "|---|---|---|---|---|---|"]
@@ -170,9 +202,13 @@ def main(argv=None) -> None:
                    help="algorithms to train (none: only the conditioning and speed checks)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=None, help="override every env-step budget")
+    p.add_argument("--params", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every run, e.g. advantage=truncated")
     p.add_argument("--workers", type=int, default=2, help="parallel training processes")
     p.add_argument("--speed-steps", type=int, nargs=2, default=[3000, 20_000],
                    metavar=("SAC", "PPO"), help="steps of the SB3 speed comparison (0 0 = skip)")
+    p.add_argument("--sb3-reference", nargs="*", default=[], choices=["dqn"],
+                   help="also train SB3 on these with the same settings and seeds")
     p.add_argument("--out", default=str(RESULTS / "rl.jsonl"))
     p.add_argument("--no-conditioning", action="store_true", help="skip the conditioning check")
     p.add_argument("--plot-only", action="store_true",
@@ -189,7 +225,11 @@ def main(argv=None) -> None:
         print("| conditioning check | value | target | pass |\n|---|---|---|---|")
         for name, value, target, ok in conditioning_check(out):
             print(f"| {name} | {value:.4f} | {target} | {'yes' if ok else 'NO'} |")
-    jobs = [(a, s, args.steps) for s in args.seeds for a in args.algos]
+    params = {}
+    for item in args.params:
+        key, _, raw = item.partition("=")
+        params[key] = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw
+    jobs = [(a, s, args.steps, params) for s in args.seeds for a in args.algos]
     results = []
     if jobs:
         with mp.get_context("spawn").Pool(args.workers) as pool, out.open("a") as f:
@@ -199,6 +239,17 @@ def main(argv=None) -> None:
                 f.flush()
         print(table(results))
         plot_curves(results, out.with_suffix(".png"))
+    if args.sb3_reference:
+        jobs = [(a, s) for a in args.sb3_reference for s in args.seeds]
+        with mp.get_context("spawn").Pool(args.workers) as pool, \
+                out.with_name("sb3_reference.jsonl").open("a") as f:
+            refs = list(pool.imap_unordered(sb3_reference, jobs))
+            for r in refs:
+                f.write(json.dumps(r) + "\n")
+        print("\n| algo | implementation | seed | final eval return (10 ep.) |\n|---|---|---|---|")
+        for r in sorted(refs, key=lambda r: (r["algo"], r["seed"])):
+            print(f"| {r['algo']} | {r['impl']} | {r['seed']} | "
+                  f"{r['final_eval_return']:.1f} ± {r['final_eval_std']:.1f} |")
     if args.speed_steps[0] > 0:
         rows = speed_comparison(*args.speed_steps)
         with out.with_name("speed.jsonl").open("a") as f:
