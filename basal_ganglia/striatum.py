@@ -12,12 +12,28 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from basal_ganglia.td import reward_basis_td_errors
 from cortex.policy import check_state, mlp
+
+
+def read_cortex(z: Mapping[str, torch.Tensor], nodes: Sequence[str], *,
+                detach: bool = True) -> torch.Tensor:
+    """The striatal input: the states of the configured cortical `nodes`, concatenated.
+
+    z: node name → (B, d_n) (or (d_n,)); returns (B, Σ_n d_n). Detached by default, so that the
+    critics' gradients do not reach the cortex.
+    """
+    missing = [n for n in nodes if n not in z]
+    if missing:
+        raise ValueError(f"striatum reads cortical node(s) {missing} that the cortex state does "
+                         f"not have; available: {sorted(z)}")
+    parts = [z[n].detach() if detach else z[n] for n in nodes]
+    return torch.cat([p if p.ndim > 1 else p[None] for p in parts], -1)
 
 
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:

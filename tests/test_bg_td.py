@@ -77,3 +77,13 @@ def test_reward_bases_revalue_without_new_learning():
     s = bg.step(end, torch.tensor([0.0, 1.0]), True)
     assert s.dopamine_bases.shape == (1, 2)
     assert s.dopamine.item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_read_cortex_concatenates_chosen_nodes_and_names_missing_ones():
+    from basal_ganglia.striatum import read_cortex
+
+    z = {"v1": torch.ones(2, 3, requires_grad=True), "pfc": torch.zeros(2, 2)}
+    s = read_cortex(z, ["pfc", "v1"])
+    assert s.shape == (2, 5) and not s.requires_grad
+    with pytest.raises(ValueError, match="'m1'"):
+        read_cortex(z, ["v1", "m1"])
