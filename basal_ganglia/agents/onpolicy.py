@@ -196,7 +196,7 @@ class OnPolicyAgent(Agent):
         logp = self.policy.log_prob(z, a)
         entropy = self.policy.entropy(z)
         v = self.value(z)
-        v_loss = 0.5 * (ret - v).pow(2).mean()
+        v_loss = (ret - v).pow(2).mean()  # as SB3: vf_coef · MSE
         return logp, entropy, v, v_loss
 
     def _step(self, loss) -> None:
