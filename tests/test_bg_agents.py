@@ -4,10 +4,21 @@ and the `conditioning` and `rl` simulations end to end."""
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from basal_ganglia.agents import ALGORITHMS, make_agent, make_config
 from sims.envs import ENVIRONMENTS
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Small networks: one thread is faster, and much faster on a loaded machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 SMALL = {"hidden": (16, 16)}
 OFF = dict(SMALL, learning_starts=50, batch_size=16, buffer_size=500)
