@@ -96,3 +96,14 @@ def test_read_cortex_concatenates_chosen_nodes_and_names_missing_ones():
     assert s.shape == (2, 5) and not s.requires_grad
     with pytest.raises(ValueError, match="'m1'"):
         read_cortex(z, ["v1", "m1"])
+
+
+def test_td_lambda_agent_evaluates_the_uniform_policy_on_the_random_walk():
+    import sims.envs  # noqa: F401  (registers brainloop/RandomWalk-v0)
+    from basal_ganglia.agents import make_agent
+
+    agent = make_agent("td_lambda", "brainloop/RandomWalk-v0", gamma=1.0, gae_lambda=0.8,
+                       hidden=(), learning_rate=0.02, n_steps=64, n_envs=4, seed=0)
+    agent.learn(12_000)
+    learned = agent.value(torch.eye(5)).detach().numpy()
+    np.testing.assert_allclose(learned, RandomWalk(5).true_values(), atol=0.06)
