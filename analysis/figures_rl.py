@@ -115,12 +115,20 @@ def rl_dopamine(rec: Recording):
 
 @figure("action_free_energy")
 def action_free_energy(rec: Recording):
-    names = [n for n in rec.datasets() if n.startswith("basal_ganglia/action_free_energy/")]
+    prefix = "basal_ganglia/action_free_energy/"
+    names = [n for n in rec.datasets() if n.startswith(prefix)]
     if not names:
         return None
-    fig, ax = new_figure(title="Action free energy terms (seed Eq. 2)")
-    for name in names:
-        ax.plot(finite(rec[name]), lw=0.9, label=name.rsplit("/", 1)[-1])
-    ax.set_xlabel("update")
-    ax.legend(ncol=2)
+    # one small panel per term: their scales differ by orders of magnitude
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig, axes = new_figure(rows, cols, width=11.0, height=2.3 * rows,
+                           title="Action free energy terms (seed Eq. 2), per update")
+    axes = np.atleast_1d(axes).ravel()
+    for ax, name in zip(axes, names):
+        ax.plot(finite(rec[name]), lw=0.8)
+        ax.set_title(name.removeprefix(prefix))
+        ax.set_xlabel("update")
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
     return fig
