@@ -16,11 +16,20 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Activation:
-    """A named nonlinearity ``fn`` with its elementwise derivative ``grad`` (both of x)."""
+    """A named nonlinearity ``fn`` with its elementwise derivative ``grad`` (both of x).
+
+    ``grad_given`` is the same derivative computed from x *and* fn(x), which the inference
+    loop already holds; for tanh and sigmoid it saves a second transcendental evaluation.
+    """
 
     name: str
     fn: Callable[[Tensor], Tensor]
     grad: Callable[[Tensor], Tensor]
+    grad_given: Callable[[Tensor, Tensor], Tensor] | None = None
+
+    def derivative(self, x: Tensor, fx: Tensor) -> Tensor:
+        """f'(x), given x and fx = f(x)."""
+        return self.grad(x) if self.grad_given is None else self.grad_given(x, fx)
 
     @property
     def is_identity(self) -> bool:
@@ -28,7 +37,8 @@ class Activation:
 
 
 def _tanh_grad(x: Tensor) -> Tensor:
-    return 1.0 - torch.tanh(x) ** 2
+    t = torch.tanh(x)
+    return 1.0 - t * t
 
 
 def _sigmoid_grad(x: Tensor) -> Tensor:
@@ -37,13 +47,14 @@ def _sigmoid_grad(x: Tensor) -> Tensor:
 
 
 _LEAK = 0.01
+_ONE = torch.ones(())
 
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", lambda x: x, torch.ones_like),
-        Activation("tanh", torch.tanh, _tanh_grad),
-        Activation("sigmoid", torch.sigmoid, _sigmoid_grad),
+        Activation("tanh", torch.tanh, _tanh_grad, lambda x, fx: torch.addcmul(_ONE.to(fx), fx, fx, value=-1.0)),
+        Activation("sigmoid", torch.sigmoid, _sigmoid_grad, lambda x, fx: fx * (1.0 - fx)),
         Activation("relu", torch.relu, lambda x: (x > 0).to(x.dtype)),
         Activation(
             "leaky_relu",

@@ -65,6 +65,8 @@ class Beliefs:
     """Converged states, grouped ``(N_g, B, d_g)``; ``model.to_dict(z)`` or ``beliefs[name]``."""
     energy: Grouped
     """Per-node free energy at the final state, ``(N_g, B)``."""
+    errors: Grouped
+    """Prediction errors eps = z - mu at the final state, ``(N_g, B, d_g)`` (0 at input nodes)."""
     trace: Tensor
     """Batch-mean free energy before each iteration and after the last, ``(steps + 1,)``."""
     free: Grouped
@@ -76,6 +78,11 @@ class Beliefs:
     def __getitem__(self, node: str) -> Tensor:
         k, i = self.slot[node]
         return self.z[k][i]
+
+    def error(self, node: str) -> Tensor:
+        """Prediction error of one column at the final state, ``(B, d)``."""
+        k, i = self.slot[node]
+        return self.errors[k][i]
 
     def node_energy(self, node: str) -> Tensor:
         """Free energy of one column per sample, ``(B,)``."""
@@ -188,7 +195,7 @@ def infer(
             free[k][i] = 0.0
         z = initial_state(model, data, batch, free, drive, config.init, start, recognizer)
         z, ev, trace = descend(model, z, free, drive, config)
-    return Beliefs(z=z, energy=ev.energies, trace=trace, free=free, drive=drive, slot=model.slot)
+    return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive, slot=model.slot)
 
 
 def descend(
@@ -208,11 +215,11 @@ def descend(
         ):
             break
         for k, (zg, gk, fk) in enumerate(zip(z, ev.grad, free)):
-            gk = gk * fk
-            if velocity is not None:
-                velocity[k].mul_(config.momentum).add_(gk)
-                gk = velocity[k]
-            zg.sub_(config.lr * gk)
+            if velocity is None:
+                zg.addcmul_(gk, fk, value=-config.lr)
+            else:
+                velocity[k].mul_(config.momentum).addcmul_(gk, fk)
+                zg.sub_(velocity[k], alpha=config.lr)
         ev = model.evaluate(z, drive)
     return z, ev, torch.stack(trace)
 

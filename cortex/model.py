@@ -120,6 +120,7 @@ class PCModel(nn.Module):
             nodes = [spec.node(n) for n in grp.names]
             self.register_buffer(f"_energy{k}", torch.tensor([n.has_energy for n in nodes], dtype=dtype).view(-1, 1, 1), persistent=False)
             self.register_buffer(f"_learnprec{k}", torch.tensor([n.learn_precision for n in nodes], dtype=dtype).view(-1, 1), persistent=False)
+        self._all_energy = [all(spec.node(n).has_energy for n in grp.names) for grp in self.groups]
         self._selectors: list[tuple[slice | str, slice | str]] = []
         for k, eg in enumerate(self.edge_groups):
             sel = []
@@ -131,6 +132,11 @@ class PCModel(nn.Module):
                     s = name
                 sel.append(s)
             self._selectors.append((sel[0], sel[1]))
+        # Whether an edge group covers its whole source / target group (one edge per node, in order).
+        self._src_full = [eg.src >= 0 and eg.src_index == tuple(range(len(self.groups[eg.src].names)))
+                          for eg in self.edge_groups]
+        self._dst_full = [eg.dst_index == tuple(range(len(self.groups[eg.dst].names)))
+                          for eg in self.edge_groups]
         self.to(device=device)
 
     # ------------------------------------------------------------------ layout helpers
@@ -212,56 +218,86 @@ class PCModel(nn.Module):
 
     def predict(self, z: Grouped, drive: Grouped) -> tuple[Grouped, Grouped]:
         """Summed inputs ``a`` and prediction means ``mu = g(a)`` for every node, grouped."""
-        batch = z[0].shape[1]
-        fz = [grp.f.fn(zg) for grp, zg in zip(self.groups, z)]
-        pre = [d.expand(-1, batch, -1).clone() for d in drive]
-        for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
-            if eg.source == "state":
-                contrib = torch.bmm(self._select(fz[eg.src], src_sel), w.transpose(1, 2))
-                self._add_into(pre[eg.dst], dst_sel, contrib)
-        mu = [grp.g.fn(a) for grp, a in zip(self.groups, pre)]
+        _, pre, mu = self._forward(z, drive)
         return pre, mu
 
-    def node_energy(self, z: Grouped, mu: Grouped) -> tuple[Grouped, Grouped]:
-        """Per-node free energy ``(N_g, B)`` and errors ``eps = z - mu`` (0 for input nodes)."""
-        energies, errors = [], []
+    def _forward(self, z: Grouped, drive: Grouped) -> tuple[Grouped, Grouped, Grouped]:
+        """Rates f(z), summed inputs a and means mu = g(a), grouped."""
+        batch = z[0].shape[1]
+        fz = [zg if grp.f.is_identity else grp.f.fn(zg) for grp, zg in zip(self.groups, z)]
+        pre: list[Tensor | None] = [None] * len(self.groups)
+        for eg, w, (src_sel, dst_sel), full in zip(self.edge_groups, self.weights, self._selectors, self._dst_full):
+            if eg.source != "state":
+                continue
+            x = self._select(fz[eg.src], src_sel)
+            if pre[eg.dst] is None and full:
+                # The edge group feeds every node of its target group: fuse the drive in.
+                pre[eg.dst] = torch.baddbmm(drive[eg.dst], x, w.transpose(1, 2))
+                continue
+            if pre[eg.dst] is None:
+                pre[eg.dst] = drive[eg.dst].expand(-1, batch, -1).clone()
+            self._add_into(pre[eg.dst], dst_sel, torch.bmm(x, w.transpose(1, 2)))
+        pre = [d.expand(-1, batch, -1) if a is None else a for a, d in zip(pre, drive)]
+        mu = [a if grp.g.is_identity else grp.g.fn(a) for grp, a in zip(self.groups, pre)]
+        return fz, pre, mu
+
+    def node_energy(self, z: Grouped, mu: Grouped) -> tuple[Grouped, Grouped, Grouped]:
+        """Per-node free energy ``(N_g, B)``, errors ``eps = z - mu`` (0 at input nodes) and
+        precision-weighted errors ``Pi eps``, grouped."""
+        energies, errors, weighted = [], [], []
         for k, (zg, mg, lp) in enumerate(zip(z, mu, self.log_precision)):
             mask = self.energy_mask(k)
-            eps = (zg - mg) * mask
+            eps = zg - mg
+            if not self._all_energy[k]:
+                eps = eps * mask
+            pe = lp.exp().unsqueeze(1) * eps
             const = 0.5 * (zg.shape[-1] * _LOG_2PI - lp.sum(-1, keepdim=True))
-            energies.append((0.5 * (lp.exp().unsqueeze(1) * eps**2).sum(-1) + const) * mask[:, :, 0])
+            energies.append((0.5 * torch.linalg.vecdot(pe, eps) + const) * mask[:, :, 0])
             errors.append(eps)
-        return energies, errors
+            weighted.append(pe)
+        return energies, errors, weighted
+
+    def log_normalizer(self) -> Tensor:
+        """Sum over energy-bearing columns of 1/2 log|2 pi Sigma_n|: the part of F that does not
+        depend on the states (constant during inference)."""
+        total = 0.0
+        for k, lp in enumerate(self.log_precision):
+            per_node = 0.5 * (lp.shape[-1] * _LOG_2PI - lp.sum(-1))
+            total = total + (per_node * self.energy_mask(k).view(-1)).sum()
+        return total.detach()
 
     def free_energy(self, z: Grouped, drive: Grouped | None = None) -> Tensor:
         """Total free energy per sample ``(B,)``; differentiable in z and in the parameters."""
         drive = self.drive(z[0].shape[1]) if drive is None else drive
-        _, mu = self.predict(z, drive)
-        energies, _ = self.node_energy(z, mu)
+        _, _, mu = self._forward(z, drive)
+        energies, _, _ = self.node_energy(z, mu)
         return sum(e.sum(0) for e in energies)
 
     # ------------------------------------------------------------------ local gradients
     def evaluate(self, z: Grouped, drive: Grouped) -> "Evaluation":
         """Errors, energies and the local gradient dF/dz at state ``z`` (no autograd)."""
         with torch.no_grad():
-            pre, mu = self.predict(z, drive)
-            energies, eps = self.node_energy(z, mu)
-            weighted = [lp.exp().unsqueeze(1) * e for lp, e in zip(self.log_precision, eps)]
-            h = [w if grp.g.is_identity else grp.g.grad(a) * w
-                 for grp, a, w in zip(self.groups, pre, weighted)]
+            fz, pre, mu = self._forward(z, drive)
+            energies, eps, weighted = self.node_energy(z, mu)
+            h = [w if grp.g.is_identity else grp.g.derivative(a, m) * w
+                 for grp, a, m, w in zip(self.groups, pre, mu, weighted)]
             back: list[Tensor | None] = [None] * len(self.groups)
-            for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
+            for eg, w, (src_sel, dst_sel), full in zip(self.edge_groups, self.weights, self._selectors, self._src_full):
                 if eg.source != "state":
                     continue
                 contrib = torch.bmm(self._select(h[eg.dst], dst_sel), w)
+                if back[eg.src] is None and full:
+                    back[eg.src] = contrib
+                    continue
                 if back[eg.src] is None:
                     back[eg.src] = torch.zeros_like(z[eg.src])
                 self._add_into(back[eg.src], src_sel, contrib)
             grad = [
-                wg if bk is None else wg - (bk if grp.f.is_identity else grp.f.grad(zg) * bk)
-                for grp, zg, wg, bk in zip(self.groups, z, weighted, back)
+                wg if bk is None else wg - bk if grp.f.is_identity
+                else torch.addcmul(wg, grp.f.derivative(zg, f), bk, value=-1.0)
+                for grp, zg, f, wg, bk in zip(self.groups, z, fz, weighted, back)
             ]
-        return Evaluation(energies=energies, errors=eps, grad=grad, h=h)
+        return Evaluation(energies=energies, errors=eps, grad=grad, h=h, rates=fz)
 
     def accumulate_grads(
         self, z: Grouped, drive: Grouped | None = None, *, past: Grouped | None = None,
@@ -279,7 +315,7 @@ class PCModel(nn.Module):
         drive = self.drive(batch, past, action) if drive is None else drive
         ev = self.evaluate(z, drive)
         with torch.no_grad():
-            fz = [grp.f.fn(zg) for grp, zg in zip(self.groups, z)]
+            fz = ev.rates
             fpast = None if past is None else [grp.f.fn(p) for grp, p in zip(self.groups, past)]
             for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
                 if eg.source == "state":
@@ -313,6 +349,8 @@ class Evaluation:
     """dF/dz, before masking clamped nodes."""
     h: Grouped
     """g'(a) * Pi eps: the error each node sends back to its parents."""
+    rates: Grouped
+    """f(z): what each node sends to its children."""
 
     def total(self) -> Tensor:
         """Free energy per sample ``(B,)``."""

@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--threads", type=int, default=1,
+                     help="CPU threads for torch (default: 1, fastest for the small models here)")
     run.add_argument("--out", required=True, metavar="FILE.h5", help="recording to write")
     run.set_defaults(command=_run)
 
@@ -82,10 +84,15 @@ def _show(args) -> int:
 def _run(args) -> int:
     prepared = prepare_run(args.sim, out=args.out, config_path=args.config,
                            overrides=args.overrides, seed=args.seed, device=args.device,
-                           quiet=args.quiet)
-    # Outside the usage-error handling: an error raised by the simulation keeps its traceback.
+                           quiet=args.quiet, threads=args.threads)
+    # Outside the usage-error handling: an error raised by the simulation keeps its traceback,
+    # except a numerical divergence, which already names where it happened.
     try:
         figures = prepared.execute()
+    except FloatingPointError as error:
+        print(f"brainloop: error: simulation {args.sim!r} stopped: {error}\n"
+              f"  what was recorded until then is in {args.out}", file=sys.stderr)
+        return 1
     except _USAGE_ERRORS as error:
         raise RuntimeError(f"simulation {args.sim!r} failed") from error
     print(f"wrote {args.out}")

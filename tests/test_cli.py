@@ -41,7 +41,7 @@ def fake_sim(monkeypatch):
 
 def test_list_and_show(capsys):
     assert main(["list"]) == 0
-    assert "fake  a fake simulation for tests" in capsys.readouterr().out
+    assert re.search(r"^fake +a fake simulation for tests$", capsys.readouterr().out, re.M)
     assert main(["show", "fake"]) == 0
     assert "scale: float = 1.0" in capsys.readouterr().out
 
@@ -142,7 +142,7 @@ def test_registry_skips_absent_modules_but_not_broken_ones(tmp_path, monkeypatch
     (tmp_path / "broken_sim_module.py").write_text("import no_such_dependency_xyz\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(registry, "SIMULATION_MODULES", ["sims.not_written_yet"])
-    assert [sim.name for sim in registry.available()] == ["fake"]
+    assert "fake" in [sim.name for sim in registry.available()]  # the absent module is skipped
     monkeypatch.setattr(registry, "SIMULATION_MODULES", ["broken_sim_module"])
     with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
         registry.available()
