@@ -51,7 +51,7 @@ def measure(batch: int, width: int, levels: int, device: torch.device, repeats: 
     one_step = InferenceConfig(steps=1, lr=0.01)
 
     def local_rule() -> None:
-        descend(model, z, free, drive, one_step)
+        descend(model, z, free, one_step, lambda state: model.evaluate(state, drive))
 
     def autograd_rule() -> None:
         zs = [t.detach().requires_grad_(True) for t in z]

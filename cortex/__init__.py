@@ -14,3 +14,7 @@ __all__ = [
     "InferenceDivergedError", "NodeSpec", "PCModel", "Recognizer", "chain", "from_config",
     "from_networkx", "get_activation", "infer",
 ]
+from cortex.learning import learn_step
+from cortex.temporal import Trajectory, rollout, run_sequence
+
+__all__ += ["Trajectory", "learn_step", "rollout", "run_sequence"]

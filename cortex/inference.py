@@ -10,7 +10,7 @@ Non-finite values stop inference with an error that names the node and the step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch
 from torch import Tensor
@@ -153,7 +153,15 @@ def initial_state(
         done = set(data) | set(start) | set(recognizer.targets)
     else:
         done = set(data) | set(start)
-    # Forward pass in topological generations: a node's parents are set before it is.
+    return forward_fill(model, z, drive, done)
+
+
+def forward_fill(model: PCModel, z: Grouped, drive: Grouped, done: set[str] = frozenset()) -> Grouped:
+    """Set every node not in ``done`` to its prediction mu, parents first (in place).
+
+    One prediction pass per topological generation: the feed-forward sweep of a
+    discriminative net, or the prior (imagination) of a generative / temporal one.
+    """
     for generation in model.spec.generations():
         todo = [n for n in generation if n not in done]
         if not todo:
@@ -194,17 +202,23 @@ def infer(
             k, i = model.slot[name]
             free[k][i] = 0.0
         z = initial_state(model, data, batch, free, drive, config.init, start, recognizer)
-        z, ev, trace = descend(model, z, free, drive, config)
+        z, ev, trace = descend(model, z, free, config, lambda state: model.evaluate(state, drive))
     return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive, slot=model.slot)
 
 
 def descend(
-    model: PCModel, z: Grouped, free: Grouped, drive: Grouped, config: InferenceConfig,
+    model: PCModel, z: Grouped, free: Grouped, config: InferenceConfig,
+    evaluate: Callable[[Grouped], Evaluation],
 ) -> tuple[Grouped, Evaluation, Tensor]:
-    """K local gradient steps on the free entries of ``z`` (in place); returns the trace."""
+    """K local gradient steps on the free entries of ``z`` (in place).
+
+    ``evaluate(z)`` gives the errors, energies and dF/dz at a state (``model.evaluate`` with a
+    fixed drive when filtering; a window evaluation when smoothing). Returns the final state,
+    its evaluation and the trace of the batch-mean free energy.
+    """
     velocity = [torch.zeros_like(zg) for zg in z] if config.momentum else None
     trace = []
-    ev = model.evaluate(z, drive)
+    ev = evaluate(z)
     for step in range(config.steps + 1):
         f = ev.total().mean()
         if not torch.isfinite(f):
@@ -220,7 +234,7 @@ def descend(
             else:
                 velocity[k].mul_(config.momentum).addcmul_(gk, fk)
                 zg.sub_(velocity[k], alpha=config.lr)
-        ev = model.evaluate(z, drive)
+        ev = evaluate(z)
     return z, ev, torch.stack(trace)
 
 

@@ -299,6 +299,20 @@ class PCModel(nn.Module):
             ]
         return Evaluation(energies=energies, errors=eps, grad=grad, h=h, rates=fz)
 
+    def past_gradient(self, past: Grouped, h: Grouped) -> Grouped:
+        """dF/dz_{t-1} through the temporal edges: ``-f'(z_{t-1}) * U^T (g' * Pi eps)``, grouped.
+
+        ``h`` comes from :meth:`evaluate` at time t. Smoothing over a window adds this to the
+        gradient of the state one step earlier; filtering keeps the past fixed and skips it.
+        """
+        with torch.no_grad():
+            back = [torch.zeros_like(p) for p in past]
+            for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
+                if eg.source == "past":
+                    self._add_into(back[eg.src], src_sel, torch.bmm(self._select(h[eg.dst], dst_sel), w))
+            return [-(b if grp.f.is_identity else grp.f.grad(p) * b)
+                    for grp, p, b in zip(self.groups, past, back)]
+
     def accumulate_grads(
         self, z: Grouped, drive: Grouped | None = None, *, past: Grouped | None = None,
         action: Tensor | None = None,
