@@ -89,7 +89,7 @@ def node_errors(rec: Recording):
         return None
     has_f = "cortex/free_energy" in rec
     fig, axes = new_figure(1, 2 if has_f else 1, width=10.0 if has_f else 6.0,
-                           title="Prediction errors during training")
+                           title="Prediction errors per recorded step")
     axes = np.atleast_1d(axes)
     errors = []
     for name in names:
@@ -101,7 +101,7 @@ def node_errors(rec: Recording):
     log_scale_if_positive(axes[0], *errors)
     units = {rec.attrs(name).get("units") for name in names}
     axes[0].set_ylabel(axis_label("RMS error", units.pop() if len(units) == 1 else None))
-    axes[0].set_xlabel("training step")
+    axes[0].set_xlabel("step (training batch or time step)")
     axes[0].set_title("Per-node error")
     axes[0].legend(title="node")
     if has_f:
@@ -110,7 +110,7 @@ def node_errors(rec: Recording):
             energy = energy.reshape(len(energy), -1).mean(axis=1)
         axes[1].plot(energy, color="black")
         log_scale_if_positive(axes[1], energy)
-        axes[1].set_xlabel("training step")
+        axes[1].set_xlabel("step (training batch or time step)")
         axes[1].set_ylabel(axis_label("free energy F", rec.attrs("cortex/free_energy").get("units")))
         axes[1].set_title("Free energy")
     return fig

@@ -245,4 +245,6 @@ def _raise_diverged(model: PCModel, z: Grouped, ev: Evaluation, step: int) -> No
     for name, (k, i) in model.slot.items():
         if not torch.isfinite(ev.energies[k][i]).all():
             raise InferenceDivergedError(name, step, "energy")
-    raise InferenceDivergedError("<unknown>", step)
+    # Every term is finite but their sum overflowed: name the largest contributor.
+    largest = max(model.slot, key=lambda n: ev.energies[model.slot[n][0]][model.slot[n][1]].abs().max().item())
+    raise InferenceDivergedError(largest, step, "free energy (overflow; largest term)")

@@ -1,6 +1,8 @@
 """pc-digits end to end on a tiny budget: recording layout, summary and reproducibility."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -42,3 +44,16 @@ def test_same_seed_same_recording(tmp_path) -> None:
             {k: v for k, v in b.summary.items() if k not in TIMING}
         assert a.config == b.config and a.versions == b.versions
         assert not np.array_equal(a["cortex/free_energy"], c["cortex/free_energy"])
+
+
+def test_divergence_stops_with_node_and_step_and_keeps_the_file(tmp_path, capsys) -> None:
+    from sims.cli import main
+
+    out = tmp_path / "diverged.h5"
+    code = main(["run", "pc-digits", "--quiet", "--out", str(out),
+                 "--set", "epochs=1", "hidden=16,16", "inference_lr=20"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert re.search(r"inference diverged: non-finite .* at node '(h1|h2|label|image)' on inference step \d+", err), err
+    with Recording(out) as rec:  # still a readable recording with its metadata
+        assert rec.sim == "pc-digits" and rec.config["inference_lr"] == 20
