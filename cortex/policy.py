@@ -51,7 +51,7 @@ class CategoricalPolicy(nn.Module):
 
     def dist(self, z: torch.Tensor) -> Categorical:
         check_state(z, self.state_dim, "policy")
-        return Categorical(logits=self.net(z))
+        return Categorical(logits=self.net(z), validate_args=False)
 
     def sample(self, z):
         """a (B,), log π(a|z) (B,)."""
@@ -83,7 +83,7 @@ class GaussianPolicy(nn.Module):
 
     def dist(self, z) -> Normal:
         check_state(z, self.state_dim, "policy")
-        return Normal(self.net(z), self.log_std.exp())
+        return Normal(self.net(z), self.log_std.exp(), validate_args=False)
 
     def sample(self, z):
         d = self.dist(z)
@@ -132,7 +132,7 @@ class SquashedGaussianPolicy(nn.Module):
         check_state(z, self.state_dim, "policy")
         h = torch.relu(self.trunk(z)) if not isinstance(self.trunk, nn.Identity) else z
         log_std = self.log_std(h).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return Normal(self.mu(h), log_std.exp())
+        return Normal(self.mu(h), log_std.exp(), validate_args=False)
 
     def _log_prob_u(self, g: Normal, u):
         log_det = 2.0 * (math.log(2.0) - u - nn.functional.softplus(-2.0 * u))
