@@ -86,3 +86,59 @@ def tracking_sweep(rec: Recording):
     ax.set_ylabel("MSE ratio")
     ax.legend()
     return fig
+
+
+# ---------------------------------------------------------------------------- pendulum-model
+# `pendulum/{prediction,nochange}_error`: (horizon,) held-out MSE k = 1..horizon steps ahead;
+# `pendulum/example_truth` (T, d), `pendulum/example_imagined` (horizon, starts, d),
+# `pendulum/example_starts` (starts,): imagined trajectories of one held-out episode.
+
+_PENDULUM_OBS = ("cos θ", "sin θ", "ω / 4")
+
+
+@figure("pendulum_horizon")
+def pendulum_horizon(rec: Recording):
+    """Imagination error against the horizon k, for the world model and for "no change"."""
+    names = ("pendulum/prediction_error", "pendulum/nochange_error")
+    if any(name not in rec for name in names):
+        return None
+    model_err, still_err = (finite(rec[name]) for name in names)
+    k = np.arange(1, len(model_err) + 1)
+    variant = "position only" if rec.config.get("partial") else "full observation"
+    fig, ax = new_figure(title=f"Pendulum world model: {len(k)}-step imagination ({variant})")
+    ax.plot(k, still_err, marker="o", color="grey", label="no change")
+    ax.plot(k, model_err, marker="o", color="tab:orange", label="temporal PC model")
+    ax.set_yscale("log")
+    ax.set_xlabel("steps ahead k")
+    ax.set_ylabel("held-out MSE (obs units²)")
+    ax.set_xticks(k)
+    ax.legend()
+    return fig
+
+
+@figure("pendulum_imagination")
+def pendulum_imagination(rec: Recording):
+    """One held-out episode: the observations and the model's imagined futures from each start."""
+    names = ("pendulum/example_truth", "pendulum/example_imagined", "pendulum/example_starts")
+    if any(name not in rec for name in names):
+        return None
+    truth, imagined, starts = (rec[name] for name in names)
+    dt = rec.config.get("dt", 1.0)
+    time = np.arange(len(truth)) * dt
+    horizon = imagined.shape[0]
+    fig, axes = new_figure(truth.shape[1], 1, width=8.0, height=2.2 * truth.shape[1],
+                           title="Imagined futures under the applied torques (held-out episode)")
+    axes = np.atleast_1d(axes)
+    for d, ax in enumerate(axes):
+        ax.plot(time, truth[:, d], color="black", lw=1.5, label="observed")
+        # A handful of start points keeps the imagined futures readable.
+        for j in range(0, len(starts), max(1, len(starts) // 6)):
+            t0 = starts[j]
+            t = (t0 + np.arange(1, horizon + 1)) * dt
+            ax.plot(t, imagined[:, j, d], color="tab:orange", lw=1.2, alpha=0.9,
+                    label=f"imagined {horizon} steps from the inferred state" if j == 0 else None)
+            ax.plot(t0 * dt, truth[t0, d], "o", color="tab:orange", ms=3)
+        ax.set_ylabel(_PENDULUM_OBS[d] if d < len(_PENDULUM_OBS) else f"x{d}")
+    axes[-1].set_xlabel("time (s)")
+    axes[0].legend(loc="lower left", fontsize="small")
+    return fig

@@ -1,0 +1,183 @@
+"""pendulum-model: a temporal PC world model of a driven pendulum, judged by imagination.
+
+A damped pendulum driven by a random piecewise-constant torque is observed as
+``(cos th, sin th, omega/4)`` or, in the partially observed variant, as ``(cos th, sin th)``
+alone, so that the velocity must be carried by the hidden state. The model is one temporal
+column ``s`` (its own past through U, the torque through B — the efference copy) predicting the
+observation column ``x``; it learns from episodes with the local rule, inferring each step as
+it comes (``window=1``) or re-inferring the last W steps (``window=W``, which lets an
+observation correct the hidden directions it does not read, such as the velocity).
+
+On held-out episodes the model filters for ``warmup`` steps, then imagines ``horizon`` steps
+ahead under the torques actually applied (:func:`cortex.rollout`), from many start points.
+Summary figures: ``prediction_error_10`` (mean squared error of the imagined observation
+``horizon`` steps ahead, summed over observation dimensions) and ``nochange_error_10`` (the
+same for predicting that nothing changes), and their ratio ``improvement_10``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+import torch
+from torch import Tensor
+
+from cortex import InferenceConfig, PCModel, rollout, run_sequence
+from sims.registry import Simulation, register
+from sims.runner import Context
+
+
+@dataclass(frozen=True)
+class PendulumModelConfig:
+    partial: bool = field(default=False, metadata={"help": "observe (cos, sin) only: the velocity must be inferred"})
+    hidden: tuple[int, ...] = field(default=(32,), metadata={
+        "help": "widths of the hidden temporal columns, top first; each predicts the next, the last "
+                "predicts x (two levels let the top one absorb what the lower one's prior missed, "
+                "e.g. the velocity)"})
+    activation: str = field(default="tanh", metadata={"help": "f of the hidden column"})
+    window: int = field(default=1, metadata={"help": "steps re-inferred together (1 = filtering)"})
+    epochs: int = field(default=8, metadata={"help": "passes over the training episodes"})
+    train_episodes: int = field(default=512, metadata={"help": "training episodes"})
+    test_episodes: int = field(default=64, metadata={"help": "held-out episodes"})
+    episode_steps: int = field(default=60, metadata={"help": "time steps per episode"})
+    batch: int = field(default=32, metadata={"help": "episodes per learning batch"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam step size on theta (one step per time step)"})
+    inference_steps: int = field(default=20, metadata={"help": "inference iterations per time step"})
+    inference_lr: float = field(default=0.1, metadata={"help": "inference step size"})
+    horizon: int = field(default=10, metadata={"help": "imagination horizon n of the headline error"})
+    warmup: int = field(default=20, metadata={"help": "filtering steps before the first imagined start point"})
+    dt: float = field(default=0.05, metadata={"help": "time step (s)"})
+    damping: float = field(default=0.2, metadata={"help": "viscous damping (1/s)"})
+    max_torque: float = field(default=2.0, metadata={"help": "torques are uniform in +-max_torque"})
+    hold: int = field(default=5, metadata={"help": "steps each random torque is held"})
+
+
+def simulate(cfg: PendulumModelConfig, episodes: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Observations ``(T, E, d)``, torques ``(T, E, 1)`` (applied after each observation) and the
+    angle/velocity ``(T, E, 2)``; th'' = -g sin th - c th' + u, 10 semi-implicit Euler substeps."""
+    steps = cfg.episode_steps
+    theta = (torch.rand(episodes, generator=gen, dtype=torch.float64) * 2 - 1) * math.pi
+    omega = torch.rand(episodes, generator=gen, dtype=torch.float64) * 2 - 1
+    n_holds = -(-steps // cfg.hold)
+    torque = (torch.rand(n_holds, episodes, generator=gen, dtype=torch.float64) * 2 - 1) * cfg.max_torque
+    torque = torque.repeat_interleave(cfg.hold, 0)[:steps]
+    obs, state = [], []
+    substeps = 10
+    for t in range(steps):
+        state.append(torch.stack([theta, omega], -1))
+        obs.append(torch.stack([torch.cos(theta), torch.sin(theta), omega / 4], -1))
+        for _ in range(substeps):
+            omega = omega + cfg.dt / substeps * (-9.81 * torch.sin(theta) - cfg.damping * omega + torque[t])
+            theta = theta + cfg.dt / substeps * omega
+    x = torch.stack(obs)
+    if cfg.partial:
+        x = x[..., :2]
+    return x.float(), torque.unsqueeze(-1).float(), torch.stack(state).float()
+
+
+def hidden_names(cfg: PendulumModelConfig) -> list[str]:
+    """``s`` for the column that predicts x, ``s2``, ``s3``, ... above it."""
+    return [f"s{len(cfg.hidden) - i}" if i < len(cfg.hidden) - 1 else "s" for i in range(len(cfg.hidden))]
+
+
+def world_model(cfg: PendulumModelConfig, obs_dim: int, gen: torch.Generator) -> PCModel:
+    g = nx.DiGraph()
+    names = hidden_names(cfg)
+    for name, width in zip(names, cfg.hidden):
+        g.add_node(name, dim=width, activation=cfg.activation)
+    g.add_node("x", dim=obs_dim, kind="observed")
+    chain = names + ["x"]
+    g.add_edges_from(zip(chain[:-1], chain[1:]))
+    return PCModel(g, temporal=True, action_dim=1, generator=gen)
+
+
+def imagination_errors(model: PCModel, x: Tensor, u: Tensor, cfg: PendulumModelConfig,
+                       infer_cfg: InferenceConfig) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """Squared error of imagined vs true observations for k = 1..horizon, ``(horizon,)``, for the
+    model and for "no change", averaged over start points t >= warmup and episodes."""
+    traj = run_sequence(model, {"x": x}, u, infer_cfg, window=cfg.window)
+    h = cfg.horizon
+    starts = list(range(cfg.warmup, x.shape[0] - h))
+    if not starts:
+        raise ValueError(f"episode_steps={x.shape[0]} leaves no start point after warmup={cfg.warmup} "
+                         f"for horizon={h}")
+    batch = x.shape[1]
+    state = model.to_grouped({n: torch.cat([traj.z[n][t] for t in starts]) for n in hidden_names(cfg)},
+                             batch * len(starts))
+    actions = torch.cat([u[t:t + h] for t in starts], dim=1)
+    imagined = rollout(model, state, actions)["x"]
+    truth = torch.cat([x[t + 1:t + 1 + h] for t in starts], dim=1)
+    still = torch.cat([x[t:t + 1].expand(h, -1, -1) for t in starts], dim=1)
+    model_err = (imagined - truth).pow(2).sum(-1).mean(1)
+    still_err = (still - truth).pow(2).sum(-1).mean(1)
+    example = {"truth": x[:, 0], "imagined": imagined[:, ::batch][:, :len(starts)], "starts": torch.tensor(starts)}
+    return model_err, still_err, example
+
+
+def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
+    if not cfg.hidden or min(cfg.hidden) < 1:
+        raise ValueError(f"hidden must be positive widths, got {cfg.hidden}")
+    for key in ("window", "epochs", "train_episodes", "test_episodes", "batch", "horizon", "hold"):
+        if getattr(cfg, key) < 1:
+            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if cfg.warmup + cfg.horizon >= cfg.episode_steps:
+        raise ValueError(f"episode_steps={cfg.episode_steps} must exceed warmup + horizon = {cfg.warmup + cfg.horizon}")
+    rec, dev = ctx.recorder, ctx.device
+    x_tr, u_tr, _ = simulate(cfg, cfg.train_episodes, ctx.generator)
+    x_te, u_te, state_te = simulate(cfg, cfg.test_episodes, ctx.generator)
+    x_tr, u_tr, x_te, u_te = (t.to(dev) for t in (x_tr, u_tr, x_te, u_te))
+    model = world_model(cfg, x_tr.shape[-1], ctx.generator).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    infer_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr)
+
+    bar = ctx.progress(range(cfg.epochs), desc="pendulum-model", unit="epoch")
+    for epoch in bar:
+        order = torch.randperm(cfg.train_episodes, generator=ctx.generator).to(dev)
+        for start in range(0, cfg.train_episodes, cfg.batch):
+            idx = order[start:start + cfg.batch]
+            traj = run_sequence(model, {"x": x_tr[:, idx]}, u_tr[:, idx], infer_cfg,
+                                window=cfg.window, optimizer=opt)
+            rec.append("cortex/free_energy", sum(traj.energy.values()).mean().item(), units="nats",
+                       description="free energy per time step, mean over a training batch of episodes")
+            for node in model.spec.names:
+                rec.append(f"cortex/{node}/error", traj.errors[node].pow(2).mean().sqrt().item(), units="a.u.",
+                           description=f"RMS prediction error of column {node} over a training batch")
+        model_err, still_err, example = imagination_errors(model, x_te, u_te, cfg, infer_cfg)
+        for key, value, units, what in (
+            ("epoch", epoch + 1, "epoch", "epochs completed"),
+            ("prediction_error_10", model_err[-1].item(), "squared obs units",
+             f"held-out MSE of the {cfg.horizon}-step imagined observation"),
+            ("nochange_error_10", still_err[-1].item(), "squared obs units",
+             f"held-out MSE of predicting no change over {cfg.horizon} steps"),
+        ):
+            rec.append(f"metrics/{key}", value, units=units, description=what)
+        bar.set_postfix(err=f"{model_err[-1].item():.3f}", nochange=f"{still_err[-1].item():.3f}")
+
+    rec.write("pendulum/prediction_error", model_err.cpu(), units="squared obs units",
+              description="held-out MSE of the imagined observation k = 1..horizon steps ahead")
+    rec.write("pendulum/nochange_error", still_err.cpu(), units="squared obs units",
+              description="held-out MSE of predicting no change, k = 1..horizon steps ahead")
+    rec.write("pendulum/example_truth", example["truth"].cpu(), units="obs units",
+              description="observations of held-out episode 0, (T, d)")
+    rec.write("pendulum/example_imagined", example["imagined"].cpu(), units="obs units",
+              description="imagined observations of episode 0 from each start point, (horizon, starts, d)")
+    rec.write("pendulum/example_starts", example["starts"].cpu(), units="time step",
+              description="start point t of each imagined trajectory (it predicts t+1 .. t+horizon)")
+    rec.write("pendulum/example_state", state_te[:, 0].cpu(), units="rad, rad/s",
+              description="true angle and velocity of held-out episode 0, (T, 2)")
+    model_final, still_final = model_err[-1].item(), still_err[-1].item()
+    return {
+        "prediction_error_10": model_final,
+        "nochange_error_10": still_final,
+        "improvement_10": still_final / model_final,
+    }
+
+
+register(Simulation(
+    name="pendulum-model",
+    summary="temporal PC world model of a driven pendulum (optionally without velocity), n-step imagination",
+    config=PendulumModelConfig,
+    run=run,
+))
