@@ -132,13 +132,17 @@ def check_data(model: PCModel, data: Mapping[str, Tensor]) -> int:
 
 
 def initial_state(
-    model: PCModel, data: Mapping[str, Tensor], batch: int, free: Grouped, drive: Grouped,
-    init: InitMode, start: Mapping[str, Tensor] | None = None, recognizer: Recognizer | None = None,
+    model: PCModel, data: Mapping[str, Tensor], batch: int, drive: Grouped, init: InitMode, start: Mapping[str, Tensor] | None = None, recognizer: Recognizer | None = None,
 ) -> Grouped:
     """The starting state: clamped data in place, free nodes set by ``init`` (or ``start``)."""
     z = model.to_grouped({n: x.to(model.dtype) for n, x in data.items()}, batch)
     start = dict(start or {})
     for name, x in start.items():
+        if name not in model.slot:
+            raise ValueError(f"start value for unknown node {name!r}; nodes are {list(model.slot)}")
+        if x.shape != (batch, model.spec.node(name).dim):
+            raise ValueError(f"start value for node {name!r} has shape {tuple(x.shape)}; "
+                             f"expected ({batch}, {model.spec.node(name).dim})")
         if name not in data:
             k, i = model.slot[name]
             z[k][i] = x
@@ -201,7 +205,7 @@ def infer(
         for name in data:
             k, i = model.slot[name]
             free[k][i] = 0.0
-        z = initial_state(model, data, batch, free, drive, config.init, start, recognizer)
+        z = initial_state(model, data, batch, drive, config.init, start, recognizer)
         z, ev, trace = descend(model, z, free, config, lambda state: model.evaluate(state, drive))
     return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive, slot=model.slot)
 

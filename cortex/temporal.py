@@ -116,7 +116,14 @@ def run_sequence(
     zero_action = None if model.spec.action_dim == 0 else torch.zeros(
         batch, model.spec.action_dim, device=model.device, dtype=model.dtype)
     history: list[Grouped] = []  # current estimates of z_0 .. z_{t-1}
-    start = start_state if start_state is not None else model.zeros(batch)
+    start = model.zeros(batch)
+    if start_state is not None:
+        if len(start_state) != len(start) or any(a.shape != b.shape for a, b in zip(start_state, start)):
+            raise ValueError(
+                f"start_state must be a grouped state of shapes {[tuple(b.shape) for b in start]} "
+                f"(e.g. Trajectory.final of a batch of {batch}), got {[tuple(a.shape) for a in start_state]}"
+            )
+        start = start_state
     out_z, out_err, out_energy, traces = [], [], [], []
     if optimizer is not None:
         optimizer.zero_grad(set_to_none=True)
