@@ -228,7 +228,10 @@ def main(argv=None) -> None:
     params = {}
     for item in args.params:
         key, _, raw = item.partition("=")
-        params[key] = json.loads(raw) if raw[:1] in "0123456789-[{tf" else raw
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw  # a bare string such as advantage=truncated
     jobs = [(a, s, args.steps, params) for s in args.seeds for a in args.algos]
     results = []
     if jobs:
