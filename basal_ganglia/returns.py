@@ -60,8 +60,8 @@ def td_lambda_returns(rewards, values, next_values, terminated, truncated, gamma
 def segment_horizon(terminated: torch.Tensor, truncated: torch.Tensor) -> torch.Tensor:
     """H_t: steps from t to the end of its segment (episode end or rollout end), (T, N)."""
     done = _dones(terminated, truncated).bool()
-    h = torch.zeros(done.shape, dtype=torch.long)
-    running = torch.zeros(done.shape[1:], dtype=torch.long)
+    h = torch.zeros(done.shape, dtype=torch.long, device=done.device)
+    running = torch.zeros(done.shape[1:], dtype=torch.long, device=done.device)
     for t in range(done.shape[0] - 1, -1, -1):
         running = torch.where(done[t], torch.ones_like(running), running + 1)
         h[t] = running

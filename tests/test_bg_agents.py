@@ -4,20 +4,10 @@ and the `conditioning` and `rl` simulations end to end."""
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 from gymnasium.utils.env_checker import check_env
 
 from basal_ganglia.agents import ALGORITHMS, make_agent, make_config
 from sims.envs import ENVIRONMENTS
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small networks: one thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL = {"hidden": (16, 16)}
@@ -34,9 +24,10 @@ SMOKE = {
 
 
 @pytest.mark.parametrize("algo", list(ALGORITHMS))
-def test_every_algorithm_runs_and_logs_finite_numbers(algo):
+def test_every_algorithm_runs_and_logs_finite_numbers(algo, device):
     env, overrides = SMOKE[algo]
-    agent = make_agent(algo, env, seed=0, eval_every=150, eval_episodes=1, **overrides)
+    agent = make_agent(algo, env, seed=0, device=device, eval_every=150, eval_episodes=1,
+                       **overrides)
     agent.learn(300)
     assert agent.num_steps >= 300
     losses = [k for k in agent.history.series if k.startswith("rl/loss/")]

@@ -9,15 +9,6 @@ from basal_ganglia.td import OnlineTD
 from sims.envs import RandomWalk
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Small networks: one thread is faster, and much faster on a loaded machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def linear_critic(n, n_bases=1):
     v = VentralStriatum(n, hidden=(), n_bases=n_bases, bias=False)
     torch.nn.init.zeros_(v.net[-1].weight)
