@@ -103,16 +103,22 @@ def run_sequence(
     optimizer: torch.optim.Optimizer | None = None,
     online: bool = True,
     start_state: Grouped | None = None,
+    missing: Tensor | None = None,
 ) -> Trajectory:
     """Infer the states over a batch of sequences, one inference per time step.
 
     With an ``optimizer`` the model also learns (the M-step at every step's converged window):
     ``online=True`` takes an optimiser step after every time step; ``online=False``
     accumulates the gradients over the sequence and takes one step at the end (their mean).
+    ``missing`` (bool ``(T, B)``) marks steps whose observations the model does not get: there
+    the observed columns are inferred like hidden ones and the states follow the prior.
     """
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     steps, batch = check_sequences(model, observations, actions)
+    if missing is not None and (missing.shape != (steps, batch) or missing.dtype != torch.bool):
+        raise ValueError(f"missing must be a bool tensor of shape (T={steps}, B={batch}), "
+                         f"got {missing.dtype} {tuple(missing.shape)}")
     zero_action = None if model.spec.action_dim == 0 else torch.zeros(
         batch, model.spec.action_dim, device=model.device, dtype=model.dtype)
     history: list[Grouped] = []  # current estimates of z_0 .. z_{t-1}
@@ -136,22 +142,23 @@ def run_sequence(
             [zero_action if tau == 0 else actions[tau - 1] if actions is not None else zero_action
              for tau in range(lo, t + 1)])
         data = {n: x[lo:t + 1].reshape(width * batch, -1).to(model.dtype) for n, x in observations.items()}
+        seen = None if missing is None else ~missing[lo:t + 1].reshape(width * batch, 1)
         with torch.no_grad():
             # The newest step starts at its prior given the latest estimate of z_{t-1}.
-            newest = forward_fill(
-                model, model.to_grouped({n: x[t] for n, x in observations.items()}, batch),
-                model.drive(batch, history[-1] if history else start,
-                            None if prev_actions is None else prev_actions[-batch:]),
-                done=set(observations),
-            )
+            newest = forward_fill(model, model.zeros(batch), model.drive(
+                batch, history[-1] if history else start, None if prev_actions is None else prev_actions[-batch:]))
             parts = history[lo:t] + [newest]
             z = [torch.cat([part[k] for part in parts], dim=1) for k in range(len(model.groups))]
             free = [torch.ones(len(g.names), width * batch, 1, device=model.device, dtype=model.dtype)
                     for g in model.groups]
-            for name in data:
+            for name, x in data.items():
                 k, i = model.slot[name]
-                free[k][i] = 0.0
-                z[k][i] = data[name]
+                if seen is None:
+                    free[k][i] = 0.0
+                    z[k][i] = x
+                else:
+                    free[k][i] = (~seen).to(model.dtype)
+                    z[k][i] = torch.where(seen, x, z[k][i])
             evaluate = _Window(model, before, prev_actions, width, batch)
             z, ev, trace = descend(model, z, free, config, evaluate)
 

@@ -37,6 +37,10 @@ class PendulumModelConfig:
                 "predicts x (two levels let the top one absorb what the lower one's prior missed, "
                 "e.g. the velocity)"})
     activation: str = field(default="tanh", metadata={"help": "f of the hidden column"})
+    obs_precision: float = field(default=1.0, metadata={"help": "precision of the observation column x (1/variance)"})
+    dropout: float = field(default=0.0, metadata={
+        "help": "share of training steps whose observation is withheld (the model must bridge the "
+                "gap with its own prior, which teaches multi-step consistency)"})
     window: int = field(default=1, metadata={"help": "steps re-inferred together (1 = filtering)"})
     epochs: int = field(default=8, metadata={"help": "passes over the training episodes"})
     train_episodes: int = field(default=512, metadata={"help": "training episodes"})
@@ -87,7 +91,7 @@ def world_model(cfg: PendulumModelConfig, obs_dim: int, gen: torch.Generator) ->
     names = hidden_names(cfg)
     for name, width in zip(names, cfg.hidden):
         g.add_node(name, dim=width, activation=cfg.activation)
-    g.add_node("x", dim=obs_dim, kind="observed")
+    g.add_node("x", dim=obs_dim, kind="observed", precision=cfg.obs_precision)
     chain = names + ["x"]
     g.add_edges_from(zip(chain[:-1], chain[1:]))
     return PCModel(g, temporal=True, action_dim=1, generator=gen)
@@ -122,6 +126,8 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
     for key in ("window", "epochs", "train_episodes", "test_episodes", "batch", "horizon", "hold"):
         if getattr(cfg, key) < 1:
             raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+    if not 0 <= cfg.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
     if cfg.warmup + cfg.horizon >= cfg.episode_steps:
         raise ValueError(f"episode_steps={cfg.episode_steps} must exceed warmup + horizon = {cfg.warmup + cfg.horizon}")
     rec, dev = ctx.recorder, ctx.device
@@ -137,8 +143,11 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
         order = torch.randperm(cfg.train_episodes, generator=ctx.generator).to(dev)
         for start in range(0, cfg.train_episodes, cfg.batch):
             idx = order[start:start + cfg.batch]
+            missing = None
+            if cfg.dropout > 0:
+                missing = (torch.rand(x_tr.shape[0], len(idx), generator=ctx.generator) < cfg.dropout).to(dev)
             traj = run_sequence(model, {"x": x_tr[:, idx]}, u_tr[:, idx], infer_cfg,
-                                window=cfg.window, optimizer=opt)
+                                window=cfg.window, optimizer=opt, missing=missing)
             rec.append("cortex/free_energy", sum(traj.energy.values()).mean().item(), units="nats",
                        description="free energy per time step, mean over a training batch of episodes")
             for node in model.spec.names:

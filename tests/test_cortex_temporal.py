@@ -144,3 +144,29 @@ def test_action_shape_errors_are_clear() -> None:
     static = PCModel(g)
     with pytest.raises(ValueError, match="action_dim=0"):
         run_sequence(static, {"y": y}, torch.zeros(5, 4, 1))
+
+
+def test_missing_observations_follow_the_prior() -> None:
+    """With every observation withheld, inference leaves each state at its prior: imagination."""
+    gen = torch.Generator().manual_seed(2)
+    g = nx.DiGraph()
+    g.add_node("s", dim=3, activation="tanh")
+    g.add_node("y", dim=2, kind="observed")
+    g.add_edge("s", "y")
+    model = PCModel(g, temporal=True, action_dim=1, generator=gen, dtype=torch.float64)
+    steps, batch = 6, 4
+    y = torch.randn(steps, batch, 2, generator=gen, dtype=torch.float64)
+    u = torch.randn(steps, batch, 1, generator=gen, dtype=torch.float64)
+    traj = run_sequence(model, {"y": y}, u, InferenceConfig(steps=10, lr=0.1),
+                        missing=torch.ones(steps, batch, dtype=torch.bool))
+    prior = rollout(model, model.zeros(batch), torch.cat([torch.zeros_like(u[:1]), u[:-1]]))
+    assert torch.allclose(traj.z["s"], prior["s"]) and torch.allclose(traj.z["y"], prior["y"])
+    # Withholding some steps only changes those steps and what follows them.
+    some = torch.zeros(steps, batch, dtype=torch.bool)
+    some[3] = True
+    full = run_sequence(model, {"y": y}, u, InferenceConfig(steps=10, lr=0.1))
+    part = run_sequence(model, {"y": y}, u, InferenceConfig(steps=10, lr=0.1), missing=some)
+    assert torch.equal(full.z["s"][:3], part.z["s"][:3])
+    assert not torch.allclose(full.z["s"][3], part.z["s"][3])
+    with pytest.raises(ValueError, match=r"missing must be a bool tensor of shape \(T=6, B=4\)"):
+        run_sequence(model, {"y": y}, u, missing=torch.ones(6, 3, dtype=torch.bool))
