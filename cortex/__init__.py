@@ -15,6 +15,6 @@ __all__ = [
     "from_networkx", "get_activation", "infer",
 ]
 from cortex.learning import learn_step
-from cortex.temporal import Trajectory, rollout, run_sequence
+from cortex.temporal import Trajectory, learn_sequences, rollout, run_sequence
 
-__all__ += ["Trajectory", "learn_step", "rollout", "run_sequence"]
+__all__ += ["Trajectory", "learn_sequences", "learn_step", "rollout", "run_sequence"]

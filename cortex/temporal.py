@@ -186,6 +186,23 @@ def run_sequence(
     )
 
 
+def learn_sequences(
+    model: PCModel,
+    optimizer: torch.optim.Optimizer,
+    observations: Mapping[str, Tensor],
+    actions: Tensor | None = None,
+    config: InferenceConfig = InferenceConfig(),
+    *,
+    window: int = 1,
+) -> Trajectory:
+    """Learn the world model from a batch of stored sequences (x_{1:T}, a_{1:T}), e.g. replay.
+
+    Infers the states step by step, accumulates the local-rule gradients of every step's free
+    energy and takes one optimiser step on their mean (``run_sequence(..., online=False)``).
+    """
+    return run_sequence(model, observations, actions, config, window=window, optimizer=optimizer, online=False)
+
+
 def _stack_nodes(model: PCModel, per_step: list[Grouped]) -> dict[str, Tensor]:
     return {name: torch.stack([g[k][i] for g in per_step]) for name, (k, i) in model.slot.items()}
 

@@ -5,7 +5,7 @@ import networkx as nx
 import pytest
 import torch
 
-from cortex import InferenceConfig, PCModel, from_networkx, rollout, run_sequence
+from cortex import InferenceConfig, PCModel, from_networkx, learn_sequences, rollout, run_sequence
 from cortex.temporal import _Window
 from tests.helpers_cortex import random_dag
 
@@ -115,9 +115,12 @@ def test_efference_copy_improves_prediction() -> None:
     model = PCModel(g, temporal=True, action_dim=1, generator=gen)
     opt = torch.optim.Adam(model.parameters(), lr=0.02)
     cfg = InferenceConfig(steps=15, lr=0.2)
-    for _ in range(25):
+    for i in range(25):
         y, u = _driven_system(gen, episodes=32, steps=30)
-        run_sequence(model, {"y": y}, u, cfg, optimizer=opt)
+        if i % 2:  # online steps and whole-sequence steps (as from replay) learn the same model
+            run_sequence(model, {"y": y}, u, cfg, optimizer=opt)
+        else:
+            learn_sequences(model, opt, {"y": y}, u, cfg)
 
     y, u = _driven_system(gen, episodes=64, steps=30)
     traj = run_sequence(model, {"y": y[:20]}, u[:20], cfg)
