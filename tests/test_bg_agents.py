@@ -4,6 +4,7 @@ and the `conditioning` and `rl` simulations end to end."""
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env
 
 from basal_ganglia.agents import ALGORITHMS, make_agent, make_config
@@ -165,3 +166,25 @@ def test_on_policy_rollout_bootstraps_truncation_from_the_final_observation():
     assert not np.allclose(ro.next_values[:-1].numpy()[cut], ro.values[1:].numpy()[cut])
     delta = ro.rewards + agent.cfg.gamma * ro.next_values * (~ro.terminated) - ro.values
     assert np.allclose(delta.numpy(), ro.delta.numpy(), atol=1e-6)
+
+
+def test_double_dqn_target_evaluates_the_online_argmax_with_the_target_net():
+    from hippocampus.replay import Batch
+
+    agent = make_agent("dqn", "CartPole-v1", seed=0, double_q=True)
+    with torch.no_grad():  # make the online and target networks disagree
+        for p in agent.q.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    gen = torch.Generator().manual_seed(0)
+    n = 16
+    batch = Batch(obs=torch.randn(n, 4, generator=gen), action=torch.randint(0, 2, (n,), generator=gen),
+                  reward=torch.randn(n, generator=gen), next_obs=torch.randn(n, 4, generator=gen),
+                  terminated=(torch.rand(n, generator=gen) < 0.3).float(), truncated=torch.zeros(n),
+                  index=np.arange(n), weight=torch.ones(n))
+    with torch.no_grad():
+        greedy = agent.q(batch.next_obs).argmax(-1)
+        next_q = agent.q_target(batch.next_obs)[torch.arange(n), greedy]
+        expected = batch.reward + 0.99 * (1 - batch.terminated) * next_q
+        plain = batch.reward + 0.99 * (1 - batch.terminated) * agent.q_target(batch.next_obs).max(-1).values
+    assert torch.allclose(agent.td_target(batch), expected)
+    assert not torch.allclose(expected, plain)
