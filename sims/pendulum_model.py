@@ -50,6 +50,9 @@ class PendulumModelConfig:
     lr: float = field(default=1e-3, metadata={"help": "Adam step size on theta (one step per time step)"})
     inference_steps: int = field(default=20, metadata={"help": "inference iterations per time step"})
     inference_lr: float = field(default=0.1, metadata={"help": "inference step size"})
+    inference_momentum: float = field(default=0.0, metadata={
+        "help": "heavy-ball momentum of inference (a window of W steps needs more iterations to "
+                "converge than one step: momentum gets there in fewer)"})
     horizon: int = field(default=10, metadata={"help": "imagination horizon n of the headline error"})
     warmup: int = field(default=20, metadata={"help": "filtering steps before the first imagined start point"})
     dt: float = field(default=0.05, metadata={"help": "time step (s)"})
@@ -136,7 +139,7 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
     x_tr, u_tr, x_te, u_te = (t.to(dev) for t in (x_tr, u_tr, x_te, u_te))
     model = world_model(cfg, x_tr.shape[-1], ctx.generator).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    infer_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr)
+    infer_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr, momentum=cfg.inference_momentum)
 
     bar = ctx.progress(range(cfg.epochs), desc="pendulum-model", unit="epoch")
     for epoch in bar:
