@@ -183,7 +183,7 @@ def from_config(config: Mapping[str, Any] | str | Path) -> GraphSpec:
          "edges": [["x", "h"]]}
     """
     if isinstance(config, (str, Path)):
-        config = _read_config_file(Path(config))
+        config = read_config_file(config, "model config file")
     unknown = set(config) - {"nodes", "edges", "action_dim", "temporal"}
     if unknown:
         raise ValueError(
@@ -207,14 +207,22 @@ def from_config(config: Mapping[str, Any] | str | Path) -> GraphSpec:
     )
 
 
-def _read_config_file(path: Path) -> dict:
+def read_config_file(path: str | Path, what: str = "config file") -> dict:
+    """A JSON or TOML file (by suffix) as a dict; errors name the file and what went wrong."""
+    path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model config file {str(path)!r} does not exist")
-    if path.suffix == ".json":
-        return json.loads(path.read_text())
-    if path.suffix == ".toml":
-        return tomllib.loads(path.read_text())
-    raise ValueError(f"model config file {str(path)!r}: use a .json or .toml file")
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".toml"):
+        raise ValueError(f"{what} {path}: unknown suffix {suffix!r}; use .json or .toml")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if suffix == ".json" else tomllib.loads(text)
+    except ValueError as error:  # both JSONDecodeError and TOMLDecodeError are ValueErrors
+        raise ValueError(f"{what} {path} does not parse: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {path} must hold a table of key = value, not {type(data).__name__}")
+    return data
 
 
 def chain(dims: Mapping[str, int], *, top_kind: str = "hidden", bottom_kind: str = "observed",

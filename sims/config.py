@@ -10,11 +10,12 @@ dotted key (`cortex.lr=0.01`) on the command line. Every error names the offendi
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, Sequence, Union
+
+from cortex.graph import read_config_file
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -36,7 +37,7 @@ def build_config(cls: type, path=None, overrides: Sequence[str] = ()) -> Any:
     """
     values: dict[str, Any] = {}
     if path is not None:
-        for key, value in _flatten(_load_file(Path(path))).items():
+        for key, value in _flatten(read_config_file(path)).items():
             values[key] = _from_file(cls, key, value)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -54,30 +55,6 @@ def describe_config(cls: type) -> str:
         lines.append(f"{key}: {_type_name(typ)} = {_format_default(field)}")
         lines.append(f"    {field.metadata.get('help', '')}")
     return "\n".join(lines)
-
-
-def _load_file(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix not in (".json", ".toml"):
-        raise ValueError(f"config file {path}: unknown suffix {suffix!r}; use .json or .toml")
-    text = path.read_text()
-    try:
-        data = json.loads(text) if suffix == ".json" else _toml().loads(text)
-    except ValueError as error:  # both JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise ValueError(f"config file {path} does not parse: {error}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"config file {path} must hold a table of key = value, not {type(data).__name__}")
-    return data
-
-
-def _toml():
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10 has no tomllib
-        import tomli as tomllib
-    return tomllib
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
