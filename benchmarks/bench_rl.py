@@ -138,7 +138,7 @@ def conditioning_check(out: Path) -> list[tuple[str, float, str, bool]]:
     run_simulation("conditioning", out=path, quiet=True)
     rec = Recording(path)
     s, delta = rec.summary, rec["basal_ganglia/dopamine"]
-    cs, us = int(rec["conditioning/cs_time"]), int(rec["conditioning/us_time"])
+    us = int(rec["conditioning/us_time"])
     r = 1.0
     return [
         ("first trial: δ peaks at the US", float(delta[0].argmax()), f"= {us}",

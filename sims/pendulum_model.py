@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass, field
 
 import networkx as nx
-import numpy as np
 import torch
 from torch import Tensor
 

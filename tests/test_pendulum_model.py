@@ -1,7 +1,6 @@
 """pendulum-model: the simulated physics, the partially observed variant, and a tiny run."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch

@@ -1,7 +1,6 @@
 """The HDF5 recording format: round trip, validation and crash safety."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from basal_ganglia.agents.base import OffPolicyAgent, OffPolicyConfig, _f
 from basal_ganglia.striatum import DorsalStriatum, frozen_copy, soft_update
@@ -30,7 +29,6 @@ class DDPGConfig(OffPolicyConfig):
     batch_size: int = _f(256, "replayed minibatch size")
     learning_starts: int = _f(10_000, "env steps of random actions before learning")
     noise_std: float = _f(0.1, "behaviour noise std in the normalised action scale")
-
 
 class DDPG(OffPolicyAgent):
     name = "ddpg"
