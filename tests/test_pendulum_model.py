@@ -3,10 +3,12 @@ from __future__ import annotations
 
 
 import numpy as np
+import pytest
 import torch
 
 from analysis.recording import Recording
-from sims.pendulum_model import PendulumModelConfig, simulate
+from cortex import InferenceConfig
+from sims.pendulum_model import PendulumModelConfig, imagination_errors, simulate, world_model
 from sims.runner import run_simulation
 
 
@@ -40,3 +42,24 @@ def test_tiny_run_learns_something_and_records(tmp_path) -> None:
         assert err[-1] < 0.8 * still[-1]
         assert rec["metrics/prediction_error_10"].shape == (3,)
         assert rec.summary["prediction_error_10"] == float(err[-1])
+
+
+def test_imagination_errors_can_score_a_subset_of_the_observation() -> None:
+    cfg = PendulumModelConfig(episode_steps=20, warmup=5, horizon=4)
+    gen = torch.Generator().manual_seed(0)
+    x, u, _ = simulate(cfg, 3, gen)
+    model = world_model(cfg, 3, gen)
+    infer_cfg = InferenceConfig(steps=3)
+    err_all, still_all, _ = imagination_errors(model, x, u, cfg, infer_cfg)
+    err_cs, still_cs, _ = imagination_errors(model, x, u, cfg, infer_cfg, scored=2)
+    # What scoring (cos, sin) leaves out is exactly the velocity channel's share.
+    starts = range(cfg.warmup, cfg.episode_steps - cfg.horizon)
+    omega_share = torch.stack([
+        torch.stack([(x[t + k + 1, :, 2] - x[t, :, 2]).pow(2) for t in starts]).mean() for k in range(cfg.horizon)])
+    assert torch.allclose(still_all - still_cs, omega_share, atol=1e-6)
+    assert torch.all(err_cs < err_all)
+
+
+def test_negative_weight_decay_is_refused(tmp_path) -> None:
+    with pytest.raises(ValueError, match="weight_decay"):
+        run_simulation("pendulum-model", out=tmp_path / "p.h5", quiet=True, overrides=["weight_decay=-1"])

@@ -1,0 +1,130 @@
+"""Why the partially observed pendulum falls short: inference, the learning objective, or the
+optimisation?
+
+Three measurements on the data of ``brainloop run pendulum-model`` (same seed, same episodes),
+all scored on the 10-step imagined (cos, sin) of held-out episodes against "no change":
+
+1. **Inference.** Train the default (fully observed) world model, then filter held-out episodes
+   with the velocity channel's precision set to ~0, so that only (cos, sin) inform the state.
+   If imagination still beats "no change" by far, point-estimate filtering can carry the
+   velocity in the hidden state once the model is right.
+2. **The objective.** Continue learning that model from (cos, sin) alone (window 3, lr 3e-4).
+   If the improvement first rises, the partial free energy prefers the good model; if it then
+   falls while the readout ||W_{x<-s}|| grows, learning drifts along the scale degeneracy of a
+   point-estimate F (a larger readout makes every state correction cheaper). Repeated with
+   ||W_{x<-s}|| held at its starting value after every batch.
+3. **The optimisation.** The same learning from a fresh model, with and without the readout
+   norm held fixed.
+
+    python benchmarks/pendulum_partial.py          # about 12 min on one CPU thread
+    python benchmarks/pendulum_partial.py --warm-epochs 5 --cold-epochs 8
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from dataclasses import replace
+
+import torch
+
+from cortex import InferenceConfig
+from sims.pendulum_model import PendulumModelConfig, imagination_errors, simulate, train_epoch, world_model
+
+
+def data(cfg: PendulumModelConfig, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    train = simulate(cfg, cfg.train_episodes, gen)
+    test = simulate(cfg, cfg.test_episodes, gen)
+    return gen, train, test
+
+
+def train(cfg: PendulumModelConfig, seed: int, report=None):
+    """Train as the simulation does; ``report(epoch, model, infer_cfg, test)`` after each epoch."""
+    torch.manual_seed(seed)
+    gen, (x_tr, u_tr, _), test = data(cfg, seed)
+    model = world_model(cfg, x_tr.shape[-1], gen)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    infer_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr, momentum=cfg.inference_momentum)
+    for epoch in range(cfg.epochs):
+        for _ in train_epoch(model, opt, x_tr, u_tr, cfg, infer_cfg, gen):
+            pass
+        if report is not None:
+            report(epoch, model, infer_cfg, test)
+    return model, infer_cfg, test
+
+
+def improvement(model, cfg, infer_cfg, test) -> tuple[float, float]:
+    """10-step improvement over "no change" on (cos, sin), and the 1-step error."""
+    err, still, _ = imagination_errors(model, test[0][..., :2], test[1], cfg, infer_cfg, scored=2)
+    return (still[-1] / err[-1]).item(), err[0].item()
+
+
+def withheld_velocity(cfg: PendulumModelConfig, seed: int):
+    t0 = time.perf_counter()
+    model, infer_cfg, test = train(cfg, seed)
+    print(f"1. fully observed model, {cfg.epochs} epochs ({time.perf_counter() - t0:.0f} s): "
+          "10-step improvement on (cos, sin)")
+    k, i = model.slot["x"]
+    for velocity_precision, seen in ((1.0, "seen"), (1e-8, "withheld")):
+        with torch.no_grad():
+            model.log_precision[k][i, 2] = math.log(velocity_precision)
+        for window in (1, 3):
+            err, still, _ = imagination_errors(model, test[0], test[1], replace(cfg, window=window),
+                                               infer_cfg, scored=2)
+            print(f"   velocity {seen:8s} window {window}: {still[-1] / err[-1]:5.1f}x")
+    return model, test
+
+
+def partial_learning(start: dict | None, epochs: int, pin: bool, seed: int, test) -> None:
+    """Learn from (cos, sin) from ``start`` (a fully observed model's state dict, its velocity
+    row dropped) or from scratch; print the improvement per epoch."""
+    cfg = PendulumModelConfig(partial=True, window=3, lr=3e-4, epochs=epochs)
+    torch.manual_seed(seed)
+    gen, (x_tr, u_tr, _), _ = data(cfg, seed)
+    model = world_model(cfg, 2, gen)
+    if start is not None:
+        model.load_state_dict({k: v[tuple(slice(0, n) for n in model.state_dict()[k].shape)]
+                               for k, v in start.items()})
+    readout = model.weight("s", "x")
+    norm = readout.norm().item() if start is not None else 4.0
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    infer_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr)
+
+    def hold() -> None:
+        if pin:
+            with torch.no_grad():
+                readout.mul_(norm / readout.norm())
+
+    hold()
+    ratio, _ = improvement(model, cfg, infer_cfg, test)
+    row = [f"{ratio:.1f}"]
+    for _ in range(epochs):
+        for _ in train_epoch(model, opt, x_tr, u_tr, cfg, infer_cfg, gen):
+            hold()
+        ratio, _ = improvement(model, cfg, infer_cfg, test)
+        row.append(f"{ratio:.1f}")
+    what = "from the fully observed model" if start is not None else "from scratch"
+    held = f"||W|| held at {norm:.2f}" if pin else f"||W|| free, ends at {readout.norm():.2f}"
+    print(f"   {what}, {held}: " + " ".join(row), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full-epochs", type=int, default=8)
+    parser.add_argument("--warm-epochs", type=int, default=10)
+    parser.add_argument("--cold-epochs", type=int, default=15)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model, test = withheld_velocity(PendulumModelConfig(epochs=args.full_epochs), args.seed)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    print("2./3. learning from (cos, sin) alone, window 3: 10-step improvement at the start and after each epoch")
+    for pin in (False, True):
+        partial_learning(start, args.warm_epochs, pin, args.seed, test)
+    for pin in (False, True):
+        partial_learning(None, args.cold_epochs, pin, args.seed, test)
+
+
+if __name__ == "__main__":
+    main()
