@@ -52,7 +52,8 @@ class PendulumModelConfig:
     batch: int = field(default=32, metadata={"help": "episodes per learning batch"})
     lr: float = field(default=1e-3, metadata={"help": "Adam step size on theta (one step per time step)"})
     weight_decay: float = field(default=0.0, metadata={
-        "help": "decoupled weight decay on theta (AdamW); bounds the readout's growth, see RESULTS.md"})
+        "help": "decoupled weight decay on every parameter (AdamW): bounds the readout's growth, but "
+                "also shrinks U; see benchmarks/RESULTS.md"})
     inference_steps: int = field(default=20, metadata={"help": "inference iterations per time step"})
     inference_lr: float = field(default=0.1, metadata={"help": "inference step size"})
     inference_momentum: float = field(default=0.0, metadata={
