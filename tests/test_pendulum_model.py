@@ -63,3 +63,26 @@ def test_imagination_errors_can_score_a_subset_of_the_observation() -> None:
 def test_negative_weight_decay_is_refused(tmp_path) -> None:
     with pytest.raises(ValueError, match="weight_decay"):
         run_simulation("pendulum-model", out=tmp_path / "p.h5", quiet=True, overrides=["weight_decay=-1"])
+
+
+def test_tiny_laplace_run_learns_and_records(tmp_path) -> None:
+    out = tmp_path / "p.h5"
+    figures = run_simulation("pendulum-model", out=out, quiet=True, seed=1, overrides=[
+        "posterior=laplace", "epochs=3", "train_episodes=128", "test_episodes=16", "episode_steps=30",
+        "warmup=10", "horizon=5", "hidden=8", "lr=1e-2", "state_precision=100", "obs_precision=1000"])
+    assert np.isfinite(figures["prediction_error_10"])
+    with Recording(out) as rec:
+        assert rec["cortex/free_energy"].shape == (3 * 128 // 32,)
+        assert np.all(np.isfinite(rec["cortex/s/error"])) and np.all(np.isfinite(rec["cortex/x/error"]))
+        # EM lowers the expected free energy over a dozen batches.
+        energy = rec["cortex/free_energy"]
+        assert energy[-3:].mean() < energy[:3].mean()
+
+
+@pytest.mark.parametrize("override, culprit", [
+    ("window=3", "window"), ("hidden=[8,8]", "hidden"), ("dropout=0.1", "dropout"), ("posterior=exact", "posterior"),
+])
+def test_laplace_settings_it_cannot_honour_are_refused(tmp_path, override: str, culprit: str) -> None:
+    with pytest.raises(ValueError, match=culprit):
+        run_simulation("pendulum-model", out=tmp_path / "p.h5", quiet=True,
+                       overrides=["posterior=laplace", override] if override.split("=")[0] != "posterior" else [override])

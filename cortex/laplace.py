@@ -1,0 +1,366 @@
+"""Variational Laplace for a temporal column: a Gaussian posterior that carries its uncertainty.
+
+The point-mass posterior of DESIGN.md §3 cannot correct a part of the state that the
+observations do not see at the same moment (a velocity behind an observed angle): with an
+isotropic prior precision the update moves z_t only within the row space of the readout. Here
+q(s_t) = N(mu_t, Sigma_t) instead (the Laplace approximation, linearised at the mean), and
+
+- :func:`laplace_filter` is the extended Kalman filter of the column: the prior covariance
+  ``A Sigma_{t-1} A^T + Sigma_s`` (A = U diag f'(mu_{t-1})) carries the cross-covariances that
+  let an angle error correct the velocity; on a linear-Gaussian model it *is* the Kalman filter;
+- ``smooth=True`` adds the Rauch-Tung-Striebel backward pass, which gives each state the
+  evidence of later observations and the lag-one cross-covariances;
+- :func:`learn_sequences_laplace` is EM: the smoother (E-step), then one optimiser step on
+  the expected free energy ``E_q[F]`` (M-step). Its gradients are still local — each weight
+  sees its own column's error and rates — plus a covariance term, e.g. for U
+
+      dE[F]/dU = -(Pi_s eps_s) f(mu_{t-1})^T + Pi_s (U F Sigma_{t-1} - Sigma_{t,t-1}) F,
+      F = diag f'(mu_{t-1}),
+
+  and the expected squared errors ``eps^2 + diag(J Sigma J^T)`` replace ``eps^2`` in the
+  precision rule. With the covariances the readout cannot grow freely while the state
+  shrinks (its term ``W F Sigma F W^T`` grows), which the point-mass objective allows.
+
+Scope: one hidden temporal column ``s`` (``U``, optionally ``B`` and ``b``; no parents, identity
+``g``) that predicts one or more observed columns (no temporal or action input, identity ``g``).
+Other graphs fail with an error naming the node. The recursions run in float64 whatever the
+model's dtype. Before the first step the state is N(0, ``initial_variance`` I) and the action
+zero (the convention of :mod:`cortex.temporal`, with the uncertainty made explicit).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from cortex.activations import Activation
+from cortex.model import PCModel
+from cortex.temporal import check_sequences
+
+_F64 = torch.float64
+
+
+@dataclass
+class GaussianPath:
+    """The Gaussian posterior of the column's state over a batch of sequences."""
+
+    mean: Tensor
+    """Filtered (or smoothed) means ``(T, B, d)``."""
+    cov: Tensor
+    """Their covariances ``(T, B, d, d)``."""
+    prior_mean: Tensor
+    """One-step predictions ``(T, B, d)`` made before seeing x_t (filtering)."""
+    prior_cov: Tensor
+    """Their covariances ``(T, B, d, d)``."""
+    log_evidence: Tensor
+    """log p(x_{1:T}) per sequence ``(B,)``, summed from the one-step predictive densities
+    N(x_t; prediction, H P H^T + Sigma_x) (exact for a linear-Gaussian model)."""
+    cross: Tensor | None = None
+    """Smoothed lag-one cross-covariances ``Cov(s_t, s_{t-1})``, ``(T, B, d, d)`` (t = 0 is
+    against the state before the first step); only with ``smooth=True``."""
+    smoothed: bool = False
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The column's parameters in float64, and the names needed to report."""
+
+    state: str
+    observed: tuple[str, ...]
+    f: Activation
+    U: Tensor
+    B: Tensor | None
+    b: Tensor
+    W: Tensor          # (d_obs_total, d): the stacked readouts of the observed columns
+    c: Tensor          # (d_obs_total,)
+    pi_s: Tensor       # (d,)
+    pi_o: Tensor       # (d_obs_total,)
+
+
+def check_laplace_model(model: PCModel) -> tuple[str, tuple[str, ...]]:
+    """The state column and the observed columns, or a ``ValueError`` naming what is unsupported."""
+    spec = model.spec
+    if not spec.is_temporal:
+        raise ValueError("the Laplace posterior needs a temporal model (temporal=True)")
+    hidden = [n for n in spec.nodes if n.kind == "hidden"]
+    if len(hidden) != 1:
+        raise ValueError(f"the Laplace posterior supports one hidden column, the model has "
+                         f"{[n.name for n in hidden]}")
+    state = hidden[0]
+    if not state.temporal:
+        raise ValueError(f"hidden column {state.name!r} must be temporal (predict from its own past through U)")
+    observed = []
+    for node in spec.nodes:
+        if node.kind == "input":
+            raise ValueError(f"input node {node.name!r}: the Laplace posterior supports hidden and observed columns only")
+        if node.output != "identity":
+            raise ValueError(f"node {node.name!r} has output {node.output!r}; the Laplace posterior needs identity")
+        if node.kind == "observed":
+            parents = list(spec.parents(node.name))
+            if parents != [state.name]:
+                raise ValueError(f"observed node {node.name!r} must have the hidden column {state.name!r} as its only "
+                                 f"parent, it has {parents}")
+            if node.temporal or node.action:
+                raise ValueError(f"observed node {node.name!r} has a temporal or action input; the Laplace "
+                                 "posterior needs none")
+            observed.append(node.name)
+    if list(spec.parents(state.name)):
+        raise ValueError(f"hidden column {state.name!r} must have no parents for the Laplace posterior")
+    return state.name, tuple(observed)
+
+
+def _parts(model: PCModel) -> _Parts:
+    state, observed = check_laplace_model(model)
+    k, i = model.slot[state]
+    prec = [model.log_precision[model.slot[n][0]][model.slot[n][1]] for n in observed]
+    bias = [model.bias[model.slot[n][0]][model.slot[n][1]] for n in observed]
+    B = model.action_weight(state).to(_F64) if model.spec.node(state).action else None
+    return _Parts(
+        state=state, observed=observed, f=model.groups[k].f,
+        U=model.temporal_weight(state).to(_F64), B=B, b=model.bias[k][i].to(_F64),
+        W=torch.cat([model.weight(state, n) for n in observed]).to(_F64),
+        c=torch.cat(bias).to(_F64),
+        pi_s=model.log_precision[k][i].exp().to(_F64), pi_o=torch.cat(prec).exp().to(_F64),
+    )
+
+
+def _stack_observations(parts: _Parts, observations: Mapping[str, Tensor]) -> Tensor:
+    missing = [n for n in parts.observed if n not in observations]
+    if missing:
+        raise ValueError(f"the Laplace posterior needs observations for every observed node; missing {missing}")
+    extra = [n for n in observations if n not in parts.observed]
+    if extra:
+        raise ValueError(f"observations for {extra}: only the observed nodes {list(parts.observed)} take data")
+    return torch.cat([observations[n].to(_F64) for n in parts.observed], dim=-1)
+
+
+def _symmetric(m: Tensor) -> Tensor:
+    return 0.5 * (m + m.transpose(-1, -2))
+
+
+def laplace_filter(
+    model: PCModel,
+    observations: Mapping[str, Tensor],
+    actions: Tensor | None = None,
+    *,
+    smooth: bool = False,
+    initial_variance: float = 1.0,
+) -> GaussianPath:
+    """The Gaussian posterior of the state column over a batch of sequences.
+
+    ``observations[name]`` is ``(T, B, d)`` for every observed column and ``actions``
+    ``(T, B, action_dim)`` (``actions[t]`` taken after x_t), as in :func:`run_sequence`.
+    Filtering gives q(s_t | x_{<=t}); ``smooth=True`` gives q(s_t | x_{1:T}) and the lag-one
+    cross-covariances that learning needs. Returns float64 tensors.
+    """
+    if not initial_variance > 0:
+        raise ValueError(f"initial_variance must be > 0, got {initial_variance}")
+    steps, batch = check_sequences(model, observations, actions)
+    with torch.no_grad():
+        p = _parts(model)
+        x = _stack_observations(p, observations)
+        d = p.U.shape[0]
+        eye = torch.eye(d, dtype=_F64, device=x.device)
+        q_s, r_o = torch.diag(1 / p.pi_s), torch.diag(1 / p.pi_o)
+        mean = torch.zeros(batch, d, dtype=_F64, device=x.device)
+        cov = initial_variance * eye.expand(batch, d, d)
+        log_evidence = torch.zeros(batch, dtype=_F64, device=x.device)
+        means, covs, priors, prior_covs, jacobians = [], [], [], [], []
+        for t in range(steps):
+            # Predict: s_t ~ N(U f(mu) + B a + b, A Sigma A^T + Sigma_s), A = U diag f'(mu).
+            A = p.U * p.f.grad(mean).unsqueeze(1)
+            m = p.f.fn(mean) @ p.U.T + p.b
+            if p.B is not None and t > 0 and actions is not None:
+                m = m + actions[t - 1].to(_F64) @ p.B.T
+            P = _symmetric(A @ cov @ A.transpose(1, 2) + q_s)
+            # Update with x_t, linearised at the prediction (the Laplace / extended step).
+            H = p.W * p.f.grad(m).unsqueeze(1)
+            S = _symmetric(H @ P @ H.transpose(1, 2) + r_o)
+            chol = torch.linalg.cholesky(S)
+            gain = torch.cholesky_solve(H @ P, chol).transpose(1, 2)
+            innovation = x[t] - p.f.fn(m) @ p.W.T - p.c
+            log_evidence = log_evidence - 0.5 * (
+                (innovation * torch.cholesky_solve(innovation.unsqueeze(-1), chol).squeeze(-1)).sum(-1)
+                + 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1) + x.shape[-1] * math.log(2 * math.pi))
+            mean = m + (gain @ innovation.unsqueeze(-1)).squeeze(-1)
+            keep = eye - gain @ H
+            cov = _symmetric(keep @ P @ keep.transpose(1, 2) + gain @ r_o @ gain.transpose(1, 2))  # Joseph form
+            means.append(mean), covs.append(cov), priors.append(m), prior_covs.append(P), jacobians.append(A)
+        path = GaussianPath(mean=torch.stack(means), cov=torch.stack(covs), prior_mean=torch.stack(priors),
+                            prior_cov=torch.stack(prior_covs), log_evidence=log_evidence)
+        if not torch.isfinite(path.mean).all() or not torch.isfinite(path.cov).all():
+            raise FloatingPointError(f"the Laplace filter of column {p.state!r} produced non-finite values "
+                                     "(the model's precisions or weights have grown too large)")
+        if smooth:
+            _smooth(path, jacobians, initial_variance, eye)
+    return path
+
+
+def _smooth(path: GaussianPath, jacobians: list[Tensor], initial_variance: float, eye: Tensor) -> None:
+    """Rauch-Tung-Striebel backward pass with the filter's linearisation, in place; also fills the
+    lag-one cross-covariances."""
+    steps = path.mean.shape[0]
+    mean, cov = path.mean.clone(), path.cov.clone()
+    cross = torch.empty_like(cov)
+    for t in range(steps - 1, -1, -1):
+        # Gain from s_t back to s_{t-1} (for t = 0, the state before the first step).
+        before = initial_variance * eye if t == 0 else path.cov[t - 1]
+        G = torch.linalg.solve(path.prior_cov[t], jacobians[t] @ before).transpose(1, 2)
+        cross[t] = cov[t] @ G.transpose(1, 2)
+        if t > 0:
+            mean[t - 1] = path.mean[t - 1] + (G @ (mean[t] - path.prior_mean[t]).unsqueeze(-1)).squeeze(-1)
+            cov[t - 1] = _symmetric(path.cov[t - 1] + G @ (cov[t] - path.prior_cov[t]) @ G.transpose(1, 2))
+    path.mean, path.cov, path.cross, path.smoothed = mean, cov, cross, True
+
+
+def _expected_terms(p: _Parts, path: GaussianPath, x: Tensor, actions: Tensor | None) -> dict[str, Tensor]:
+    """Errors at the smoothed means and the expected squared errors (per entry); the state
+    terms are for the transitions t-1 -> t, t >= 1 (the first state's prior is not learned)."""
+    f, U = p.f, p.U
+    rates, slope = f.fn(path.mean), f.grad(path.mean)                         # (T, B, d)
+    eps_o = x - rates @ p.W.T - p.c                                             # (T, B, d_o)
+    WF = p.W * slope.unsqueeze(-2)                                              # (T, B, d_o, d)
+    var_o = torch.einsum("tbid,tbde,tbie->tbi", WF, path.cov, WF)
+    past_rates = rates[:-1]
+    eps_s = path.mean[1:] - past_rates @ U.T - p.b
+    if p.B is not None and actions is not None:
+        eps_s = eps_s - actions[:-1] @ p.B.T
+    UF = U * slope[:-1].unsqueeze(-2)                                           # (T-1, B, d, d)
+    cross = path.cross[1:]                                                      # Cov(s_t, s_{t-1})
+    var_s = (torch.diagonal(path.cov[1:], dim1=-2, dim2=-1)
+             - 2 * torch.einsum("tbij,tbij->tbi", UF, cross)
+             + torch.einsum("tbij,tbjk,tbik->tbi", UF, path.cov[:-1], UF))
+    return dict(rates=rates, slope=slope, eps_o=eps_o, var_o=var_o, WF=WF, UF=UF, cross=cross,
+                eps_s=eps_s, var_s=var_s)
+
+
+def expected_free_energy(
+    model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor], actions: Tensor | None = None,
+) -> Tensor:
+    """E_q[F] per time step, averaged over the batch, differentiable in the model's parameters
+    (the smoothed path is held fixed): the M-step objective, with the log-normalisers."""
+    if not path.smoothed:
+        raise ValueError("expected_free_energy needs a smoothed path: laplace_filter(..., smooth=True)")
+    p = _parts(model)
+    x = _stack_observations(p, observations)
+    a = None if actions is None else actions.to(_F64)
+    e = _expected_terms(p, path, x, a)
+    log2pi = math.log(2 * math.pi)
+    obs = 0.5 * ((e["eps_o"].pow(2) + e["var_o"]) * p.pi_o - p.pi_o.log() + log2pi).sum()
+    st = 0.5 * ((e["eps_s"].pow(2) + e["var_s"]) * p.pi_s - p.pi_s.log() + log2pi).sum()
+    return (obs + st) / (x.shape[0] * x.shape[1])
+
+
+def learn_sequences_laplace(
+    model: PCModel,
+    optimizer: torch.optim.Optimizer,
+    observations: Mapping[str, Tensor],
+    actions: Tensor | None = None,
+    *,
+    initial_variance: float = 1.0,
+    precision_rate: float = 0.05,
+    min_variance: float = 1e-5,
+    max_grad_norm: float | None = None,
+) -> GaussianPath:
+    """One EM step on a batch of stored sequences; returns the smoothed path (the E-step).
+
+    M-step: the local gradients of :func:`expected_free_energy` in U, B, b and the readouts
+    go to ``.grad`` and ``optimizer`` takes one step. Columns declared with
+    ``learn_precision=True`` get their precision in closed form instead, the M-step of a
+    Gaussian's variance moved a share ``precision_rate`` of the way:
+    ``1/Pi <- (1 - rate)/Pi + rate * mean(eps^2 + diag(J Sigma J^T))``, never below
+    ``min_variance``. (A gradient step on log Pi reaches the same fixed point far more slowly.)
+    ``max_grad_norm`` rescales the gradient of the weights to at most that norm before the step:
+    an EM step taken from a poor smoother can be large.
+    """
+    if not 0 < precision_rate <= 1:
+        raise ValueError(f"precision_rate must be in (0, 1], got {precision_rate}")
+    if not min_variance > 0:
+        raise ValueError(f"min_variance must be > 0, got {min_variance}")
+    if max_grad_norm is not None and not max_grad_norm > 0:
+        raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
+    path = laplace_filter(model, observations, actions, smooth=True, initial_variance=initial_variance)
+    p = _parts(model)
+    x = _stack_observations(p, observations)
+    a = None if actions is None else actions.to(_F64)
+    e = _expected_terms(p, path, x, a)
+    n = x.shape[0] * x.shape[1]
+    h_o, h_s = p.pi_o * e["eps_o"], p.pi_s * e["eps_s"]      # precision-weighted errors
+    slope = e["slope"]
+    FSF_o = slope.unsqueeze(-1) * path.cov * slope.unsqueeze(-2)
+    FSF_s = slope[:-1].unsqueeze(-1) * path.cov[:-1] * slope[:-1].unsqueeze(-2)
+    grads = {
+        "W": (-torch.einsum("tbi,tbj->ij", h_o, e["rates"])
+              + p.pi_o.unsqueeze(-1) * torch.einsum("ij,tbjk->ik", p.W, FSF_o)) / n,
+        "c": -h_o.sum((0, 1)) / n,
+        "U": (-torch.einsum("tbi,tbj->ij", h_s, e["rates"][:-1])
+              + p.pi_s.unsqueeze(-1) * (torch.einsum("ij,tbjk->ik", p.U, FSF_s)
+                                        - (e["cross"] * slope[:-1].unsqueeze(-2)).sum((0, 1)))) / n,
+        "b": -h_s.sum((0, 1)) / n,
+    }
+    if p.B is not None and a is not None:
+        grads["B"] = -torch.einsum("tbi,tbj->ij", h_s, a[:-1]) / n
+    optimizer.zero_grad(set_to_none=True)
+    _route_grads(model, p, grads)
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_([q for q in model.parameters() if q.grad is not None], max_grad_norm)
+    optimizer.step()
+    with torch.no_grad():
+        _closed_form_precisions(model, p, e, precision_rate, min_variance)
+    return path
+
+
+def _route_grads(model: PCModel, p: _Parts, grads: dict[str, Tensor]) -> None:
+    """Add explicit gradients to the parameters that hold U, B, b, W and c (views of stacked tensors)."""
+    views, values = [], []
+    with torch.enable_grad():
+        k, i = model.slot[p.state]
+        views += [model.temporal_weight(p.state), model.bias[k][i]]
+        values += [grads["U"], grads["b"]]
+        if "B" in grads:
+            views.append(model.action_weight(p.state)), values.append(grads["B"])
+        start = 0
+        for name in p.observed:
+            kk, ii = model.slot[name]
+            width = model.spec.node(name).dim
+            views += [model.weight(p.state, name), model.bias[kk][ii]]
+            values += [grads["W"][start:start + width], grads["c"][start:start + width]]
+            start += width
+        torch.autograd.backward(views, [v.to(view.dtype) for view, v in zip(views, values)])
+
+
+def _closed_form_precisions(model: PCModel, p: _Parts, e: dict[str, Tensor], rate: float, floor: float) -> None:
+    expected = {p.state: (e["eps_s"].pow(2) + e["var_s"]).mean((0, 1))}
+    sq_o = (e["eps_o"].pow(2) + e["var_o"]).mean((0, 1))
+    start = 0
+    for name in p.observed:
+        width = model.spec.node(name).dim
+        expected[name] = sq_o[start:start + width]
+        start += width
+    for name, sq in expected.items():
+        if not model.spec.node(name).learn_precision:
+            continue
+        k, i = model.slot[name]
+        variance = (1 - rate) * (-model.log_precision[k][i].to(_F64)).exp() + rate * sq
+        model.log_precision[k][i] = -variance.clamp(min=floor).log().to(model.dtype)
+
+
+def mean_errors(model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor],
+                actions: Tensor | None = None) -> dict[str, Tensor]:
+    """Prediction errors of every column at the posterior means, ``{node: (T or T-1, B, d)}``
+    (the state column's from t = 1: its transitions); for recording."""
+    if not path.smoothed:
+        raise ValueError("mean_errors needs a smoothed path: laplace_filter(..., smooth=True)")
+    with torch.no_grad():
+        p = _parts(model)
+        e = _expected_terms(p, path, _stack_observations(p, observations),
+                            None if actions is None else actions.to(_F64))
+    out, start = {p.state: e["eps_s"]}, 0
+    for name in p.observed:
+        width = model.spec.node(name).dim
+        out[name] = e["eps_o"][..., start:start + width]
+        start += width
+    return out
