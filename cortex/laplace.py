@@ -58,6 +58,8 @@ class GaussianPath:
     log_evidence: Tensor
     """log p(x_{1:T}) per sequence ``(B,)``, summed from the one-step predictive densities
     N(x_t; prediction, H P H^T + Sigma_x) (exact for a linear-Gaussian model)."""
+    jacobian: Tensor
+    """A_t = U diag f'(mu_{t-1}) of each prediction, ``(T, B, d, d)``."""
     cross: Tensor | None = None
     """Smoothed lag-one cross-covariances ``Cov(s_t, s_{t-1})``, ``(T, B, d, d)`` (t = 0 is
     against the state before the first step); only with ``smooth=True``."""
@@ -78,6 +80,7 @@ class _Parts:
     c: Tensor          # (d_obs_total,)
     pi_s: Tensor       # (d,)
     pi_o: Tensor       # (d_obs_total,)
+    slices: dict[str, slice]  # each observed column's entries in the stacked observation
 
 
 def check_laplace_model(model: PCModel) -> tuple[str, tuple[str, ...]]:
@@ -118,12 +121,16 @@ def _parts(model: PCModel) -> _Parts:
     prec = [model.log_precision[model.slot[n][0]][model.slot[n][1]] for n in observed]
     bias = [model.bias[model.slot[n][0]][model.slot[n][1]] for n in observed]
     B = model.action_weight(state).to(_F64) if model.spec.node(state).action else None
+    slices, start = {}, 0
+    for name in observed:
+        slices[name] = slice(start, start + model.spec.node(name).dim)
+        start = slices[name].stop
     return _Parts(
         state=state, observed=observed, f=model.groups[k].f,
         U=model.temporal_weight(state).to(_F64), B=B, b=model.bias[k][i].to(_F64),
         W=torch.cat([model.weight(state, n) for n in observed]).to(_F64),
         c=torch.cat(bias).to(_F64),
-        pi_s=model.log_precision[k][i].exp().to(_F64), pi_o=torch.cat(prec).exp().to(_F64),
+        pi_s=model.log_precision[k][i].exp().to(_F64), pi_o=torch.cat(prec).exp().to(_F64), slices=slices,
     )
 
 
@@ -190,16 +197,17 @@ def laplace_filter(
             cov = _symmetric(keep @ P @ keep.transpose(1, 2) + gain @ r_o @ gain.transpose(1, 2))  # Joseph form
             means.append(mean), covs.append(cov), priors.append(m), prior_covs.append(P), jacobians.append(A)
         path = GaussianPath(mean=torch.stack(means), cov=torch.stack(covs), prior_mean=torch.stack(priors),
-                            prior_cov=torch.stack(prior_covs), log_evidence=log_evidence)
+                            prior_cov=torch.stack(prior_covs), log_evidence=log_evidence,
+                            jacobian=torch.stack(jacobians))
         if not torch.isfinite(path.mean).all() or not torch.isfinite(path.cov).all():
             raise FloatingPointError(f"the Laplace filter of column {p.state!r} produced non-finite values "
                                      "(the model's precisions or weights have grown too large)")
         if smooth:
-            _smooth(path, jacobians, initial_variance, eye)
+            _smooth(path, initial_variance, eye)
     return path
 
 
-def _smooth(path: GaussianPath, jacobians: list[Tensor], initial_variance: float, eye: Tensor) -> None:
+def _smooth(path: GaussianPath, initial_variance: float, eye: Tensor) -> None:
     """Rauch-Tung-Striebel backward pass with the filter's linearisation, in place; also fills the
     lag-one cross-covariances."""
     steps = path.mean.shape[0]
@@ -208,7 +216,7 @@ def _smooth(path: GaussianPath, jacobians: list[Tensor], initial_variance: float
     for t in range(steps - 1, -1, -1):
         # Gain from s_t back to s_{t-1} (for t = 0, the state before the first step).
         before = initial_variance * eye if t == 0 else path.cov[t - 1]
-        G = torch.linalg.solve(path.prior_cov[t], jacobians[t] @ before).transpose(1, 2)
+        G = torch.linalg.solve(path.prior_cov[t], path.jacobian[t] @ before).transpose(1, 2)
         cross[t] = cov[t] @ G.transpose(1, 2)
         if t > 0:
             mean[t - 1] = path.mean[t - 1] + (G @ (mean[t] - path.prior_mean[t]).unsqueeze(-1)).squeeze(-1)
@@ -218,14 +226,14 @@ def _smooth(path: GaussianPath, jacobians: list[Tensor], initial_variance: float
 
 def _expected_terms(p: _Parts, path: GaussianPath, x: Tensor, actions: Tensor | None) -> dict[str, Tensor]:
     """Errors at the smoothed means and the expected squared errors (per entry); the state
-    terms are for the transitions t-1 -> t, t >= 1 (the first state's prior is not learned)."""
+    terms are for the transitions t-1 -> t, t >= 1 (the first state's prior is not learned).
+    Expectations linearise f at the means."""
     f, U = p.f, p.U
     rates, slope = f.fn(path.mean), f.grad(path.mean)                         # (T, B, d)
     eps_o = x - rates @ p.W.T - p.c                                             # (T, B, d_o)
     WF = p.W * slope.unsqueeze(-2)                                              # (T, B, d_o, d)
     var_o = torch.einsum("tbid,tbde,tbie->tbi", WF, path.cov, WF)
-    past_rates = rates[:-1]
-    eps_s = path.mean[1:] - past_rates @ U.T - p.b
+    eps_s = path.mean[1:] - rates[:-1] @ U.T - p.b
     if p.B is not None and actions is not None:
         eps_s = eps_s - actions[:-1] @ p.B.T
     UF = U * slope[:-1].unsqueeze(-2)                                           # (T-1, B, d, d)
@@ -233,15 +241,15 @@ def _expected_terms(p: _Parts, path: GaussianPath, x: Tensor, actions: Tensor | 
     var_s = (torch.diagonal(path.cov[1:], dim1=-2, dim2=-1)
              - 2 * torch.einsum("tbij,tbij->tbi", UF, cross)
              + torch.einsum("tbij,tbjk,tbik->tbi", UF, path.cov[:-1], UF))
-    return dict(rates=rates, slope=slope, eps_o=eps_o, var_o=var_o, WF=WF, UF=UF, cross=cross,
-                eps_s=eps_s, var_s=var_s)
+    return dict(rates=rates, slope=slope, eps_o=eps_o, var_o=var_o, cross=cross, eps_s=eps_s, var_s=var_s)
 
 
 def expected_free_energy(
     model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor], actions: Tensor | None = None,
 ) -> Tensor:
     """E_q[F] per time step, averaged over the batch, differentiable in the model's parameters
-    (the smoothed path is held fixed): the M-step objective, with the log-normalisers."""
+    (the smoothed path is held fixed): the M-step objective, with the log-normalisers; the
+    expectations linearise f at the posterior means."""
     if not path.smoothed:
         raise ValueError("expected_free_energy needs a smoothed path: laplace_filter(..., smooth=True)")
     p = _parts(model)
@@ -283,26 +291,27 @@ def learn_sequences_laplace(
     if max_grad_norm is not None and not max_grad_norm > 0:
         raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
     path = laplace_filter(model, observations, actions, smooth=True, initial_variance=initial_variance)
-    p = _parts(model)
-    x = _stack_observations(p, observations)
-    a = None if actions is None else actions.to(_F64)
-    e = _expected_terms(p, path, x, a)
-    n = x.shape[0] * x.shape[1]
-    h_o, h_s = p.pi_o * e["eps_o"], p.pi_s * e["eps_s"]      # precision-weighted errors
-    slope = e["slope"]
-    FSF_o = slope.unsqueeze(-1) * path.cov * slope.unsqueeze(-2)
-    FSF_s = slope[:-1].unsqueeze(-1) * path.cov[:-1] * slope[:-1].unsqueeze(-2)
-    grads = {
-        "W": (-torch.einsum("tbi,tbj->ij", h_o, e["rates"])
-              + p.pi_o.unsqueeze(-1) * torch.einsum("ij,tbjk->ik", p.W, FSF_o)) / n,
-        "c": -h_o.sum((0, 1)) / n,
-        "U": (-torch.einsum("tbi,tbj->ij", h_s, e["rates"][:-1])
-              + p.pi_s.unsqueeze(-1) * (torch.einsum("ij,tbjk->ik", p.U, FSF_s)
-                                        - (e["cross"] * slope[:-1].unsqueeze(-2)).sum((0, 1)))) / n,
-        "b": -h_s.sum((0, 1)) / n,
-    }
-    if p.B is not None and a is not None:
-        grads["B"] = -torch.einsum("tbi,tbj->ij", h_s, a[:-1]) / n
+    with torch.no_grad():
+        p = _parts(model)
+        x = _stack_observations(p, observations)
+        a = None if actions is None else actions.to(_F64)
+        e = _expected_terms(p, path, x, a)
+        n = x.shape[0] * x.shape[1]
+        h_o, h_s = p.pi_o * e["eps_o"], p.pi_s * e["eps_s"]      # precision-weighted errors
+        slope = e["slope"]
+        FSF_o = slope.unsqueeze(-1) * path.cov * slope.unsqueeze(-2)
+        FSF_s = slope[:-1].unsqueeze(-1) * path.cov[:-1] * slope[:-1].unsqueeze(-2)
+        grads = {
+            "W": (-torch.einsum("tbi,tbj->ij", h_o, e["rates"])
+                  + p.pi_o.unsqueeze(-1) * torch.einsum("ij,tbjk->ik", p.W, FSF_o)) / n,
+            "c": -h_o.sum((0, 1)) / n,
+            "U": (-torch.einsum("tbi,tbj->ij", h_s, e["rates"][:-1])
+                  + p.pi_s.unsqueeze(-1) * (torch.einsum("ij,tbjk->ik", p.U, FSF_s)
+                                            - (e["cross"] * slope[:-1].unsqueeze(-2)).sum((0, 1)))) / n,
+            "b": -h_s.sum((0, 1)) / n,
+        }
+        if p.B is not None and a is not None:
+            grads["B"] = -torch.einsum("tbi,tbj->ij", h_s, a[:-1]) / n
     optimizer.zero_grad(set_to_none=True)
     _route_grads(model, p, grads)
     if max_grad_norm is not None:
@@ -322,30 +331,27 @@ def _route_grads(model: PCModel, p: _Parts, grads: dict[str, Tensor]) -> None:
         values += [grads["U"], grads["b"]]
         if "B" in grads:
             views.append(model.action_weight(p.state)), values.append(grads["B"])
-        start = 0
-        for name in p.observed:
+        for name, rows in p.slices.items():
             kk, ii = model.slot[name]
-            width = model.spec.node(name).dim
             views += [model.weight(p.state, name), model.bias[kk][ii]]
-            values += [grads["W"][start:start + width], grads["c"][start:start + width]]
-            start += width
+            values += [grads["W"][rows], grads["c"][rows]]
         torch.autograd.backward(views, [v.to(view.dtype) for view, v in zip(views, values)])
 
 
 def _closed_form_precisions(model: PCModel, p: _Parts, e: dict[str, Tensor], rate: float, floor: float) -> None:
-    expected = {p.state: (e["eps_s"].pow(2) + e["var_s"]).mean((0, 1))}
     sq_o = (e["eps_o"].pow(2) + e["var_o"]).mean((0, 1))
-    start = 0
-    for name in p.observed:
-        width = model.spec.node(name).dim
-        expected[name] = sq_o[start:start + width]
-        start += width
+    expected = {p.state: (e["eps_s"].pow(2) + e["var_s"]).mean((0, 1))}
+    expected.update({name: sq_o[rows] for name, rows in p.slices.items()})
     for name, sq in expected.items():
-        if not model.spec.node(name).learn_precision:
-            continue
-        k, i = model.slot[name]
-        variance = (1 - rate) * (-model.log_precision[k][i].to(_F64)).exp() + rate * sq
-        model.log_precision[k][i] = -variance.clamp(min=floor).log().to(model.dtype)
+        if model.spec.node(name).learn_precision:
+            _move_precision(model, name, sq, rate, floor)
+
+
+def _move_precision(model: PCModel, name: str, mean_square: Tensor, rate: float, floor: float) -> None:
+    """1/Pi <- (1 - rate)/Pi + rate * E[eps^2], never below ``floor`` (in place)."""
+    k, i = model.slot[name]
+    variance = (1 - rate) * (-model.log_precision[k][i].to(_F64)).exp() + rate * mean_square
+    model.log_precision[k][i] = -variance.clamp(min=floor).log().to(model.dtype)
 
 
 def mean_errors(model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor],
@@ -358,9 +364,4 @@ def mean_errors(model: PCModel, path: GaussianPath, observations: Mapping[str, T
         p = _parts(model)
         e = _expected_terms(p, path, _stack_observations(p, observations),
                             None if actions is None else actions.to(_F64))
-    out, start = {p.state: e["eps_s"]}, 0
-    for name in p.observed:
-        width = model.spec.node(name).dim
-        out[name] = e["eps_o"][..., start:start + width]
-        start += width
-    return out
+    return {p.state: e["eps_s"], **{name: e["eps_o"][..., rows] for name, rows in p.slices.items()}}

@@ -54,6 +54,8 @@ class PendulumModelConfig:
         "help": "initial precision of the hidden column (1/variance of its transition noise)"})
     precision_rate: float = field(default=0.05, metadata={
         "help": "laplace: share of the way each batch moves the precisions to their closed-form M-step"})
+    min_variance: float = field(default=1e-5, metadata={
+        "help": "laplace: floor of every learned variance 1/precision"})
     grad_clip: float = field(default=0.0, metadata={
         "help": "laplace: rescale each EM step's weight gradient to at most this norm (0 = off)"})
     lr_schedule: str = field(default="constant", metadata={
@@ -136,7 +138,7 @@ def train_epoch(model: PCModel, optimizer: torch.optim.Optimizer, x: Tensor, u: 
         obs, actions = {"x": x[:, idx]}, u[:, idx]
         if cfg.posterior == "laplace":
             path = learn_sequences_laplace(model, optimizer, obs, actions, precision_rate=cfg.precision_rate,
-                                           max_grad_norm=cfg.grad_clip or None)
+                                           min_variance=cfg.min_variance, max_grad_norm=cfg.grad_clip or None)
             with torch.no_grad():
                 energy = expected_free_energy(model, path, obs, actions).item()
             errors = mean_errors(model, path, obs, actions)
@@ -195,7 +197,7 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
         raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
     if not 0 <= cfg.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    for key in ("obs_precision", "state_precision"):
+    for key in ("obs_precision", "state_precision", "min_variance"):
         if not getattr(cfg, key) > 0:
             raise ValueError(f"{key} must be > 0, got {getattr(cfg, key)}")
     if cfg.grad_clip < 0:
@@ -232,6 +234,11 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
             for node, rms in errors.items():
                 rec.append(f"cortex/{node}/error", rms, units="a.u.",
                            description=f"RMS prediction error of column {node} over a training batch")
+            if cfg.posterior == "laplace":
+                for node in model.spec.names:
+                    k, i = model.slot[node]
+                    rec.append(f"cortex/{node}/precision", model.log_precision[k][i].exp().mean().item(),
+                               units="1/a.u.^2", description=f"mean learned precision of column {node} after the batch")
             if schedule is not None:
                 schedule.step()
         model_err, still_err, example = imagination_errors(model, x_te, u_te, cfg, infer_cfg)

@@ -223,3 +223,4 @@ def test_unsupported_graphs_and_data_fail_by_name() -> None:
     assert math.isfinite(laplace_filter(model, {"x": x, "y": torch.zeros(4, 2, 3)}, torch.zeros(4, 2, 1))
                          .log_evidence.sum().item())
 
+

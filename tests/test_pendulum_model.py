@@ -74,6 +74,7 @@ def test_tiny_laplace_run_learns_and_records(tmp_path) -> None:
     with Recording(out) as rec:
         assert rec["cortex/free_energy"].shape == (3 * 128 // 32,)
         assert np.all(np.isfinite(rec["cortex/s/error"])) and np.all(np.isfinite(rec["cortex/x/error"]))
+        assert rec["cortex/x/precision"].shape == (12,) and np.all(rec["cortex/x/precision"] > 0)
         # EM lowers the expected free energy over a dozen batches.
         energy = rec["cortex/free_energy"]
         assert energy[-3:].mean() < energy[:3].mean()
