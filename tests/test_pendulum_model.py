@@ -87,3 +87,19 @@ def test_laplace_settings_it_cannot_honour_are_refused(tmp_path, override: str, 
     with pytest.raises(ValueError, match=culprit):
         run_simulation("pendulum-model", out=tmp_path / "p.h5", quiet=True,
                        overrides=["posterior=laplace", override] if override.split("=")[0] != "posterior" else [override])
+
+
+def test_validation_selects_an_epoch_and_reports_its_test_figures(tmp_path) -> None:
+    out = tmp_path / "p.h5"
+    figures = run_simulation("pendulum-model", out=out, quiet=True, seed=1, overrides=[
+        "posterior=laplace", "epochs=4", "train_episodes=64", "test_episodes=8", "validation_episodes=8",
+        "episode_steps=30", "warmup=10", "horizon=5", "hidden=8", "lr=3e-2", "state_precision=100",
+        "obs_precision=1000"])
+    with Recording(out) as rec:
+        val, test = rec["metrics/validation_error_10"], rec["metrics/prediction_error_10"]
+        assert val.shape == test.shape == (4,)
+        assert figures["selected_epoch"] == int(np.argmin(val)) + 1
+        assert figures["selected_epoch"] < 4  # this seed's best epoch is not the last: selection matters
+        # The headline is the selected epoch's test error, not the last epoch's.
+        assert figures["prediction_error_10"] == pytest.approx(float(test[figures["selected_epoch"] - 1]), rel=1e-6)
+        assert rec.summary["selected_epoch"] == figures["selected_epoch"]
