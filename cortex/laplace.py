@@ -21,7 +21,7 @@ q(s_t) = N(mu_t, Sigma_t) instead (the Laplace approximation, linearised at the 
   precision rule. With the covariances the readout cannot grow freely while the state
   shrinks (its term ``W F Sigma F W^T`` grows), which the point-mass objective allows.
 
-Scope: one hidden temporal column ``s`` (``U``, optionally ``B`` and ``b``; no parents, identity
+Scope: one hidden temporal column (``U``, optionally ``B`` and ``b``; no parents, identity
 ``g``) that predicts one or more observed columns (no temporal or action input, identity ``g``).
 Other graphs fail with an error naming the node. The recursions run in float64 whatever the
 model's dtype. Before the first step the state is N(0, ``initial_variance`` I) and the action
