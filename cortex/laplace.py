@@ -244,18 +244,23 @@ def _expected_terms(p: _Parts, path: GaussianPath, x: Tensor, actions: Tensor | 
     return dict(rates=rates, slope=slope, eps_o=eps_o, var_o=var_o, cross=cross, eps_s=eps_s, var_s=var_s)
 
 
+def _terms(model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor],
+           actions: Tensor | None) -> tuple[_Parts, Tensor, dict[str, Tensor]]:
+    """The column's parameters, the stacked observations and :func:`_expected_terms`."""
+    if not path.smoothed:
+        raise ValueError("the expected free energy needs a smoothed path: laplace_filter(..., smooth=True)")
+    p = _parts(model)
+    x = _stack_observations(p, observations)
+    return p, x, _expected_terms(p, path, x, None if actions is None else actions.to(_F64))
+
+
 def expected_free_energy(
     model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor], actions: Tensor | None = None,
 ) -> Tensor:
     """E_q[F] per time step, averaged over the batch, differentiable in the model's parameters
     (the smoothed path is held fixed): the M-step objective, with the log-normalisers; the
     expectations linearise f at the posterior means."""
-    if not path.smoothed:
-        raise ValueError("expected_free_energy needs a smoothed path: laplace_filter(..., smooth=True)")
-    p = _parts(model)
-    x = _stack_observations(p, observations)
-    a = None if actions is None else actions.to(_F64)
-    e = _expected_terms(p, path, x, a)
+    p, x, e = _terms(model, path, observations, actions)
     log2pi = math.log(2 * math.pi)
     obs = 0.5 * ((e["eps_o"].pow(2) + e["var_o"]) * p.pi_o - p.pi_o.log() + log2pi).sum()
     st = 0.5 * ((e["eps_s"].pow(2) + e["var_s"]) * p.pi_s - p.pi_s.log() + log2pi).sum()
@@ -292,10 +297,7 @@ def learn_sequences_laplace(
         raise ValueError(f"max_grad_norm must be > 0, got {max_grad_norm}")
     path = laplace_filter(model, observations, actions, smooth=True, initial_variance=initial_variance)
     with torch.no_grad():
-        p = _parts(model)
-        x = _stack_observations(p, observations)
-        a = None if actions is None else actions.to(_F64)
-        e = _expected_terms(p, path, x, a)
+        p, x, e = _terms(model, path, observations, actions)
         n = x.shape[0] * x.shape[1]
         h_o, h_s = p.pi_o * e["eps_o"], p.pi_s * e["eps_s"]      # precision-weighted errors
         slope = e["slope"]
@@ -310,8 +312,8 @@ def learn_sequences_laplace(
                                             - (e["cross"] * slope[:-1].unsqueeze(-2)).sum((0, 1)))) / n,
             "b": -h_s.sum((0, 1)) / n,
         }
-        if p.B is not None and a is not None:
-            grads["B"] = -torch.einsum("tbi,tbj->ij", h_s, a[:-1]) / n
+        if p.B is not None and actions is not None:
+            grads["B"] = -torch.einsum("tbi,tbj->ij", h_s, actions[:-1].to(_F64)) / n
     optimizer.zero_grad(set_to_none=True)
     _route_grads(model, p, grads)
     if max_grad_norm is not None:
@@ -339,29 +341,21 @@ def _route_grads(model: PCModel, p: _Parts, grads: dict[str, Tensor]) -> None:
 
 
 def _closed_form_precisions(model: PCModel, p: _Parts, e: dict[str, Tensor], rate: float, floor: float) -> None:
+    """1/Pi <- (1 - rate)/Pi + rate * E_q[eps^2], never below ``floor``, for learnable columns."""
     sq_o = (e["eps_o"].pow(2) + e["var_o"]).mean((0, 1))
     expected = {p.state: (e["eps_s"].pow(2) + e["var_s"]).mean((0, 1))}
     expected.update({name: sq_o[rows] for name, rows in p.slices.items()})
     for name, sq in expected.items():
         if model.spec.node(name).learn_precision:
-            _move_precision(model, name, sq, rate, floor)
-
-
-def _move_precision(model: PCModel, name: str, mean_square: Tensor, rate: float, floor: float) -> None:
-    """1/Pi <- (1 - rate)/Pi + rate * E[eps^2], never below ``floor`` (in place)."""
-    k, i = model.slot[name]
-    variance = (1 - rate) * (-model.log_precision[k][i].to(_F64)).exp() + rate * mean_square
-    model.log_precision[k][i] = -variance.clamp(min=floor).log().to(model.dtype)
+            k, i = model.slot[name]
+            variance = (1 - rate) * (-model.log_precision[k][i].to(_F64)).exp() + rate * sq
+            model.log_precision[k][i] = -variance.clamp(min=floor).log().to(model.dtype)
 
 
 def mean_errors(model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor],
                 actions: Tensor | None = None) -> dict[str, Tensor]:
     """Prediction errors of every column at the posterior means, ``{node: (T or T-1, B, d)}``
     (the state column's from t = 1: its transitions); for recording."""
-    if not path.smoothed:
-        raise ValueError("mean_errors needs a smoothed path: laplace_filter(..., smooth=True)")
     with torch.no_grad():
-        p = _parts(model)
-        e = _expected_terms(p, path, _stack_observations(p, observations),
-                            None if actions is None else actions.to(_F64))
+        p, _, e = _terms(model, path, observations, actions)
     return {p.state: e["eps_s"], **{name: e["eps_o"][..., rows] for name, rows in p.slices.items()}}
