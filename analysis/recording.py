@@ -3,11 +3,19 @@
 A `Recorder` writes one file per run. Root attributes hold the provenance (`format`,
 `format_version`, `sim`, `seed`, `config` and `versions` as JSON, `created` in ISO 8601); time
 series are appended step by step into chunked, gzip-compressed, resizable datasets whose first
-axis is the step; static arrays are written once; the headline figures of a run are attributes of
-the group `/summary`. Appends are buffered in memory and the file is opened, written and closed
-only at a flush, so a process killed at any other moment (even by SIGKILL) leaves a closed,
-readable file holding everything up to the last flush. `Recording` reads a file back as numpy
-arrays; analysis code uses nothing else.
+axis is the row of the series (a step, an update, an episode...); static arrays are written once;
+the headline figures of a run are attributes of the group `/summary`. Every dataset name comes
+from the monitor table (`analysis.monitors`), which gives its `units`, `description` and `shape`
+attributes. Appends are buffered in memory and the file is opened, written and closed only at a
+flush, so a process killed at any other moment (even by SIGKILL) leaves a closed, readable file
+holding everything up to the last flush.
+
+A recording never destroys data: an existing file is replaced only when asked (`overwrite=True`);
+a run writes to a temporary file beside its path (`.NAME.h5.<pid>.tmp`) and moves it into place
+when it has started cleanly (its first flush that writes data, or its close), so a run that fails
+before recording anything leaves the path as it was; and a lock file (`NAME.h5.lock`, holding the
+writer's pid) refuses a second writer. `Recorder.open_existing` adds datasets to a finished
+recording. `Recording` reads a file back as numpy arrays; analysis code uses nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +23,9 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import math
+import os
 import platform
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +33,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from analysis.monitors import lookup
 
 FORMAT = "brainloop"
 FORMAT_VERSION = 1
@@ -91,34 +103,158 @@ def _plain_number(key: str, value: Any) -> float | int:
         raise ValueError(f"summary figure {key!r} must be a number, got {value!r}") from None
 
 
+def lock_path(path) -> Path:
+    """The lock file that marks `path` as being written: `NAME.h5.lock` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def _temp_path(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _take_lock(path: Path) -> Path:
+    """Create the lock file of `path` holding this process's pid; a dead process's lock is taken
+    over (and its temporary file removed). ValueError naming the path and the holder's pid."""
+    lock = lock_path(path)
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip())
+            except FileNotFoundError:
+                continue  # released meanwhile
+            except (OSError, ValueError):
+                owner = None  # being written by its creator, or unreadable
+            if owner is None or _pid_alive(owner):
+                raise ValueError(
+                    f"{path} is being written by another run (pid {owner or 'unknown'}; lock file "
+                    f"{lock}); wait for it to finish, or delete {lock} if that run is gone"
+                ) from None
+            lock.unlink(missing_ok=True)
+            _temp_path(path, owner).unlink(missing_ok=True)
+            continue
+        except OSError as error:
+            raise ValueError(f"cannot write recording {path}: {error}") from None
+        with os.fdopen(fd, "w") as file:
+            file.write(f"{os.getpid()}\n")
+        return lock
+    raise ValueError(f"cannot take the lock {lock} of {path}: other runs keep taking it")
+
+
 class _Series:
-    """One time series: its per-step shape and dtype, its attributes and the unwritten steps."""
+    """One time series: its per-row shape and dtype, its attributes and the unwritten rows."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype, attrs: dict[str, str]):
         self.shape = shape
         self.dtype = dtype
         self.attrs = attrs
         self.created = False
-        self.pending: list[np.ndarray] = []
+        self.pending: list[np.ndarray] = []  # blocks of rows, each (n, *shape)
+        self.pending_rows = 0
 
 
 class Recorder:
-    """Writes one brainloop recording.
+    """Writes one brainloop recording; a context manager.
 
     Args:
-        path: the HDF5 file to create (overwritten if it exists; missing parents are created).
+        path: the HDF5 file to create; missing parents are created.
         sim: name of the simulation that produced it.
         seed: the run's seed.
         config: the run's configuration, stored as JSON.
-        flush_every: a flush happens once any series holds this many unwritten steps.
+        flush_every: a flush happens once any series holds this many unwritten rows.
         flush_seconds: ... or once this many seconds have passed since the last flush.
+        overwrite: replace a file already at `path` (when this recording moves into place);
+            otherwise an existing file is refused.
+
+    Until its first flush that writes data (or its close), the recording lives in a temporary
+    file beside `path`; leaving a `with` block by an exception before anything was recorded
+    deletes it and leaves `path` as it was. `path` is locked until `close` or `discard`.
 
     Raises:
-        ValueError: naming the path, if it cannot be created or written.
+        ValueError: naming the path, if it exists (and not `overwrite`), is being written by
+            another run, or cannot be created or written.
     """
 
     def __init__(self, path, *, sim: str, seed: int, config: dict,
-                 flush_every: int = 200, flush_seconds: float = 5.0):
+                 flush_every: int = 200, flush_seconds: float = 5.0, overwrite: bool = False):
+        self._init_state(path, flush_every, flush_seconds)
+        try:
+            config_json = json.dumps(config, default=_json_default)
+        except TypeError as error:
+            raise ValueError(f"config of {self.path}: {error}") from None
+        if self.path.is_dir():
+            raise ValueError(f"cannot write recording {self.path}: it is a directory")
+        if self.path.exists() and not overwrite:
+            raise ValueError(f"{self.path} already exists; pass --overwrite (overwrite=True) to "
+                             f"replace it, or choose another path")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot write recording {self.path}: {error}") from None
+        self._lock = _take_lock(self.path)
+        self._file_path = _temp_path(self.path, os.getpid())
+        try:
+            # Default libver on purpose: 'latest' marks the superblock as open-for-write, which
+            # makes a file whose writer was killed unreadable.
+            with h5py.File(self._file_path, "w") as file:
+                file.attrs["format"] = FORMAT
+                file.attrs["format_version"] = FORMAT_VERSION
+                file.attrs["sim"] = sim
+                file.attrs["seed"] = int(seed)
+                file.attrs["config"] = config_json
+                file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                file.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
+        except OSError as error:
+            self._abandon()
+            raise ValueError(f"cannot write recording {self.path}: {error}") from None
+
+    @classmethod
+    def open_existing(cls, path, *, flush_every: int = 200,
+                      flush_seconds: float = 5.0) -> Recorder:
+        """Reopen a finished recording to add datasets (and new `/summary` figures) to it.
+
+        What is in the file stays as it is: provenance, datasets and summary figures; adding a
+        name already there is refused. The additions are made on a copy beside the file, which
+        replaces it at `close`; leaving a `with` block by an exception (or `discard`) leaves the
+        file exactly as it was. The file is locked while open.
+
+        Raises:
+            FileNotFoundError: if there is no file at `path`.
+            ValueError: naming the path, if it is not a brainloop recording or is being written.
+        """
+        recorder = cls.__new__(cls)
+        recorder._init_state(path, flush_every, flush_seconds)
+        if not recorder.path.is_file():
+            raise FileNotFoundError(f"no recording at {recorder.path}")
+        recorder._lock = _take_lock(recorder.path)
+        recorder._file_path = _temp_path(recorder.path, os.getpid())
+        try:
+            with Recording(recorder.path) as existing:
+                recorder._names.update(existing.datasets())
+                recorder._existing_summary = set(existing.summary)
+            shutil.copy2(recorder.path, recorder._file_path)
+        except OSError as error:
+            recorder._abandon()
+            raise ValueError(f"cannot add to recording {recorder.path}: {error}") from None
+        except BaseException:
+            recorder._abandon()
+            raise
+        recorder._adding = True
+        return recorder
+
+    def _init_state(self, path, flush_every: int, flush_seconds: float) -> None:
         if flush_every < 1:
             raise ValueError(f"flush_every must be >= 1, got {flush_every}")
         self.path = Path(path)
@@ -128,81 +264,103 @@ class Recorder:
         self._static: dict[str, tuple[np.ndarray, dict[str, str]]] = {}
         self._names: set[str] = set()
         self._summary: dict[str, float | int] = {}
+        self._existing_summary: set[str] = set()
+        self._adding = False      # opened by open_existing
+        self._placed = False      # the file written to is `path` itself
+        self._recorded = False    # something was appended, written or summarised
         self._closed = False
-        try:
-            config_json = json.dumps(config, default=_json_default)
-        except TypeError as error:
-            raise ValueError(f"config of {self.path}: {error}") from None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # Default libver on purpose: 'latest' marks the superblock as open-for-write, which
-            # makes a file whose writer was killed unreadable.
-            with h5py.File(self.path, "w") as file:
-                file.attrs["format"] = FORMAT
-                file.attrs["format_version"] = FORMAT_VERSION
-                file.attrs["sim"] = sim
-                file.attrs["seed"] = int(seed)
-                file.attrs["config"] = config_json
-                file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                file.attrs["versions"] = json.dumps(package_versions(), sort_keys=True)
-        except OSError as error:
-            raise ValueError(f"cannot write recording {self.path}: {error}") from None
+        self._lock: Path | None = None
+        self._file_path: Path | None = None  # where flushes write: a temporary file, then `path`
         self._last_flush = time.monotonic()
+
+    @property
+    def started(self) -> bool:
+        """True once anything has been recorded (appended, written or summarised)."""
+        return self._recorded
 
     def __enter__(self) -> Recorder:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None and not self._placed and (self._adding or not self._recorded):
+            self.discard()
+        else:
+            self.close()
 
     def append(self, name: str, value, *, units: str | None = None,
                description: str | None = None) -> None:
-        """Append one step to the time series `name`; the first append fixes shape and dtype.
+        """Append one row to the series `name`; the first append fixes the row's shape and dtype.
 
-        `value` is a python number, numpy array or torch tensor of the same shape at every step.
-        `units` or `description` must be given at the first append.
+        `value` is a python number, numpy array or torch tensor of the same shape at every row.
+        `name` must match an entry of `analysis.monitors`, which gives its units and description:
+        `units=`/`description=` are needed only for entries documented by the caller
+        (`metrics/{name}`), and otherwise must equal the table's if given.
         """
+        self.extend(name, _to_numpy(_normalise_name(name), value)[None], units=units,
+                    description=description)
+
+    def extend(self, name: str, rows, *, units: str | None = None,
+               description: str | None = None) -> None:
+        """Append several rows at once: `rows` is (n, *row shape), e.g. a rollout (T, env)."""
         self._check_open()
         name = _normalise_name(name)
-        array = _to_numpy(name, value)
+        array = _to_numpy(name, rows)
+        if array.ndim == 0:
+            raise ValueError(f"dataset {name!r}: extend takes rows (n, ...), got a scalar")
         series = self._series.get(name)
         if series is None:
-            series = _Series(array.shape, array.dtype, self._new_attrs(name, units, description))
+            attrs = self._new_attrs(name, units, description, static=False)
+            series = _Series(array.shape[1:], array.dtype, attrs)
             self._series[name] = series
-        elif array.shape != series.shape:
-            raise ValueError(f"dataset {name!r}: value of shape {array.shape} appended to a series "
-                             f"of per-step shape {series.shape}")
+        elif array.shape[1:] != series.shape:
+            raise ValueError(f"dataset {name!r}: value of shape {array.shape[1:]} appended to a "
+                             f"series of per-row shape {series.shape}")
         elif array.dtype != series.dtype:
             if not np.can_cast(array.dtype, series.dtype, casting="same_kind"):
                 raise ValueError(f"dataset {name!r}: value of dtype {array.dtype} appended to a "
                                  f"series of dtype {series.dtype}")
             array = array.astype(series.dtype)
-        # A copy, so that the caller reusing its buffer cannot change a recorded step.
+        if len(array) == 0:
+            return
+        # A copy, so that the caller reusing its buffer cannot change a recorded row.
         series.pending.append(np.array(array, copy=True))
-        if (len(series.pending) >= self.flush_every
+        series.pending_rows += len(array)
+        self._recorded = True
+        if (series.pending_rows >= self.flush_every
                 or time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
     def write(self, name: str, array, *, units: str | None = None,
               description: str | None = None) -> None:
-        """Write the static (not time-series) dataset `name` at once."""
+        """Write the static (not time-series) dataset `name` at once; units and description as
+        for `append`."""
         self._check_open()
         name = _normalise_name(name)
         data = _to_numpy(name, array)
-        self._static[name] = (np.array(data, copy=True), self._new_attrs(name, units, description))
+        attrs = self._new_attrs(name, units, description, static=True)
+        self._static[name] = (np.array(data, copy=True), attrs)
+        self._recorded = True
         self.flush()
 
     def summary(self, **figures: float | int) -> None:
         """Set headline figures of the run as attributes of `/summary` (written at once)."""
         self._check_open()
+        kept = sorted(self._existing_summary & figures.keys())
+        if kept:
+            raise ValueError(f"summary figures {kept} are already in {self.path}; a recording "
+                             f"reopened to add to it keeps them as they are")
         self._summary.update({key: _plain_number(key, value) for key, value in figures.items()})
+        self._recorded = True
         self.flush()
 
     def flush(self) -> None:
-        """Write everything buffered and close the file, so that it is complete on disk."""
+        """Write everything buffered and close the file, so that it is complete on disk.
+
+        The first flush that writes data moves a new recording into place at `path`.
+        """
         self._check_open()
-        if self._series_pending() or self._static or self._summary:
-            with h5py.File(self.path, "a") as file:
+        if any(series.pending for series in self._series.values()) or self._static or self._summary:
+            with h5py.File(self._file_path, "a") as file:
                 for name, series in self._series.items():
                     if series.pending:
                         self._write_series(file, name, series)
@@ -213,51 +371,94 @@ class Recorder:
                     file.require_group("summary").attrs.update(self._summary)
             self._static.clear()
             self._summary.clear()
+            if not self._adding:
+                self._place()
         self._last_flush = time.monotonic()
 
     def close(self) -> None:
-        """Flush and stop recording; calling it again does nothing."""
-        if not self._closed:
+        """Flush, move the recording into place and release the lock; again, it does nothing."""
+        if self._closed:
+            return
+        try:
             self.flush()
+            self._place()
+        finally:
             self._closed = True
+            self._abandon()
 
-    def _series_pending(self) -> bool:
-        return any(series.pending for series in self._series.values())
+    def discard(self) -> None:
+        """Stop without moving the recording into place: its temporary file is deleted and `path`
+        stays as it was. A recording already in place is kept (ValueError); a closed one: no-op.
+        """
+        if self._closed:
+            return
+        if self._placed:
+            raise ValueError(f"recording {self.path} is in place already; close it instead")
+        self._closed = True
+        self._abandon()
+
+    def _place(self) -> None:
+        if not self._placed:
+            os.replace(self._file_path, self.path)
+            self._file_path = self.path
+            self._placed = True
+
+    def _abandon(self) -> None:
+        """Delete the temporary file (if not placed) and release the lock."""
+        if not self._placed and self._file_path is not None:
+            self._file_path.unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.unlink(missing_ok=True)
+            self._lock = None
 
     def _write_series(self, file: h5py.File, name: str, series: _Series) -> None:
-        steps = np.stack(series.pending)
+        rows = np.concatenate(series.pending)
         if not series.created:
-            step_bytes = max(1, series.dtype.itemsize * math.prod(series.shape))
-            chunk_steps = max(1, min(4096, _CHUNK_BYTES // step_bytes))
+            row_bytes = max(1, series.dtype.itemsize * math.prod(series.shape))
+            chunk_rows = max(1, min(4096, _CHUNK_BYTES // row_bytes))
             dataset = file.create_dataset(
                 name, shape=(0, *series.shape), maxshape=(None, *series.shape),
-                dtype=series.dtype, chunks=(chunk_steps, *series.shape),
+                dtype=series.dtype, chunks=(chunk_rows, *series.shape),
                 compression="gzip", compression_opts=4, shuffle=True)
             dataset.attrs.update(series.attrs)
             series.created = True
         dataset = file[name]
         start = dataset.shape[0]
-        dataset.resize(start + len(steps), axis=0)
-        dataset[start:] = steps
+        dataset.resize(start + len(rows), axis=0)
+        dataset[start:] = rows
         series.pending.clear()
+        series.pending_rows = 0
 
-    def _new_attrs(self, name: str, units: str | None, description: str | None) -> dict[str, str]:
-        """Attributes of a new dataset; checks it is documented and does not clash with another."""
+    def _new_attrs(self, name: str, units: str | None, description: str | None, *,
+                   static: bool) -> dict[str, str]:
+        """Attributes of a new dataset, from the monitor table; checks it clashes with nothing."""
         if name in self._names:
             raise ValueError(f"dataset {name!r} already exists in {self.path}")
         for other in self._names:
             if other.startswith(name + "/") or name.startswith(other + "/"):
                 raise ValueError(f"dataset {name!r} clashes with dataset {other!r}: "
                                  f"one cannot be both a dataset and a group")
-        if units is None and description is None:
-            raise ValueError(f"dataset {name!r} needs units= or description= when it is created")
+        monitor = lookup(name)
+        if monitor.static != static:
+            raise ValueError(
+                f"dataset {name!r} is a {'static array' if monitor.static else 'series'} in "
+                f"analysis/monitors.py ({monitor.pattern!r}): "
+                + ("write it once with Recorder.write" if monitor.static
+                   else "append it row by row with Recorder.append or Recorder.extend"))
+        if monitor.caller_documented:
+            if units is None or description is None:
+                raise ValueError(f"dataset {name!r} ({monitor.pattern!r} in analysis/monitors.py) "
+                                 f"needs units= and description= when it is created")
+        else:
+            for arg, given, table in (("units", units, monitor.units),
+                                      ("description", description, monitor.description)):
+                if given is not None and given != table:
+                    raise ValueError(f"dataset {name!r}: {arg}={given!r} differs from the monitor "
+                                     f"table's {table!r} (analysis/monitors.py); drop the argument "
+                                     f"or change the table")
+            units, description = monitor.units, monitor.description
         self._names.add(name)
-        attrs = {}
-        if units is not None:
-            attrs["units"] = units
-        if description is not None:
-            attrs["description"] = description
-        return attrs
+        return {"units": units, "description": description, "shape": monitor.shape}
 
     def _check_open(self) -> None:
         if self._closed:

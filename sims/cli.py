@@ -1,8 +1,11 @@
 """The `brainloop` command line (also `python -m sims`): list, show, run and report simulations.
 
 Mistakes in what the user typed (an unknown simulation or key, a bad value, a missing file, an
-unwritable output) print `brainloop: error: <message>` and exit with status 2, like argparse's own
-usage errors; a failure inside a running simulation is a bug and keeps its traceback.
+existing, locked or unwritable output) print `brainloop: error: <message>` and exit with status 2,
+like argparse's own usage errors, and leave an existing `--out` as it was. So do a ValueError or
+FileNotFoundError that a simulation raises at its start (before it records anything) and a
+numerical divergence (FloatingPointError, at any time: the message says where the partial
+recording is). Any other failure inside a running simulation is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -54,7 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--threads", type=int, default=1,
                      help="CPU threads for torch (default: 1, fastest for the small models here)")
-    run.add_argument("--out", required=True, metavar="FILE.h5", help="recording to write")
+    run.add_argument("--out", required=True, metavar="FILE.h5",
+                     help="recording to write; an existing file is refused unless --overwrite")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace an existing recording at --out (it stays untouched until the "
+                          "run has recorded something)")
     run.set_defaults(command=_run)
 
     report = commands.add_parser("report", help="summarise a recording and draw its figures")
@@ -84,16 +91,19 @@ def _show(args) -> int:
 def _run(args) -> int:
     prepared = prepare_run(args.sim, out=args.out, config_path=args.config,
                            overrides=args.overrides, seed=args.seed, device=args.device,
-                           quiet=args.quiet, threads=args.threads)
-    # Outside the usage-error handling: an error raised by the simulation keeps its traceback,
-    # except a numerical divergence, which already names where it happened.
+                           quiet=args.quiet, threads=args.threads, overwrite=args.overwrite)
     try:
         figures = prepared.execute()
     except FloatingPointError as error:
-        print(f"brainloop: error: simulation {args.sim!r} stopped: {error}\n"
-              f"  what was recorded until then is in {args.out}", file=sys.stderr)
-        return 1
+        kept = (f"what was recorded until then is in {args.out}" if prepared.started
+                else f"nothing was recorded; {args.out} was left as it was")
+        print(f"brainloop: error: simulation {args.sim!r} stopped: {error}\n  {kept}",
+              file=sys.stderr)
+        return 2
     except _USAGE_ERRORS as error:
+        if not prepared.started:  # the simulation refused its input before recording anything
+            raise
+        # A bug, not a usage error: wrapped so that `main` keeps its traceback.
         raise RuntimeError(f"simulation {args.sim!r} failed") from error
     print(f"wrote {args.out}")
     width = max((len(name) for name in figures), default=0)

@@ -28,9 +28,13 @@ class Simulation:
     Attributes:
         name: what `brainloop run NAME` calls it.
         summary: one line for `brainloop list`.
-        config: a frozen dataclass; every field documented with field(metadata={"help": ...}).
+        config: a frozen dataclass; every field documented with field(metadata={"help": ...}),
+            and checked in full in its `__post_init__` (ValueError naming the key).
         run: `run(config, context) -> figures`, the headline figures (name -> float/int) that the
-            runner writes to `/summary`.
+            runner writes to `/summary`. It records only names of `analysis.monitors`. A mistake
+            it finds in its input raises ValueError or FileNotFoundError before it records
+            anything (the output is then left as it was); a divergence raises FloatingPointError
+            naming the quantity, the step and the config key most likely responsible.
     """
 
     name: str

@@ -3,8 +3,10 @@
 Following Brian2, what is simulated (the `Simulation` and its config), where it runs (the torch
 device) and what is recorded (the `Recorder`) are independent choices; a simulation receives the
 last two, plus seeded random generators, in a `Context`. Everything a user can get wrong (an
-unknown simulation or config key, an absent GPU, an unwritable output) fails in `prepare_run`,
-before any file is created or any step simulated.
+unknown simulation or config key, a value out of range, an absent GPU, an existing or locked
+output) fails in `prepare_run`, before any file is created or any step simulated. A mistake that a
+simulation can only find when it starts (before it records anything) leaves `out` as it was: the
+recording moves into place once the run has recorded something (see `analysis.recording`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Context:
     """What a simulation gets besides its config.
 
     Attributes:
-        recorder: where the run's activity goes (DESIGN §7 names).
+        recorder: where the run's activity goes (names from `analysis.monitors`).
         device: the torch device to compute on.
         seed: the run's seed.
         generator: a CPU `torch.Generator` seeded with `seed`; draw on the CPU and move the
@@ -81,17 +83,23 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class PreparedRun:
-    """A run whose inputs have all been checked and whose recording file is open."""
+    """A run whose inputs have all been checked and whose recording file is open (and locked)."""
 
     sim: Simulation
     config: Any
     context: Context
 
+    @property
+    def started(self) -> bool:
+        """True once the simulation has recorded something: from then on, `out` holds this run."""
+        return self.context.recorder.started
+
     def execute(self) -> dict:
         """Run the simulation, write its figures to `/summary` and close the recording.
 
-        The runner adds `wall_time_s` to the simulation's figures. If the simulation raises, what
-        it recorded so far is flushed and the exception propagates.
+        The runner adds `wall_time_s` to the simulation's figures. If the simulation raises, the
+        exception propagates: after it started, what it recorded so far is flushed into `out`;
+        before (`started` is False), the recording is discarded and `out` is left as it was.
         """
         start = time.perf_counter()
         with self.context.recorder as recorder:
@@ -104,11 +112,20 @@ class PreparedRun:
         return figures
 
 
-def prepare_run(name: str, *, out, config_path=None, overrides: Sequence[str] = (), seed: int = 0,
-                device: str = "cpu", quiet: bool = False, threads: int | None = 1) -> PreparedRun:
+def prepare_run(name: str, *, out, config: Any = None, config_path=None,
+                overrides: Sequence[str] = (), seed: int = 0, device: str = "cpu",
+                quiet: bool = False, threads: int | None = 1,
+                overwrite: bool = False) -> PreparedRun:
     """Check every input, seed everything and open the recording at `out`; see `run_simulation`."""
     sim = get(name)
-    config = build_config(sim.config, config_path, overrides)
+    if config is None:
+        config = build_config(sim.config, config_path, overrides)
+    elif config_path is not None or overrides:
+        raise ValueError(f"simulation {name!r}: give a config object or config_path/overrides, "
+                         f"not both")
+    elif not isinstance(config, sim.config):
+        raise TypeError(f"simulation {name!r} takes a {sim.config.__name__} config, got a "
+                        f"{type(config).__name__}")
     torch_device = resolve_device(device)
     if threads is not None:
         if threads < 1:
@@ -119,21 +136,24 @@ def prepare_run(name: str, *, out, config_path=None, overrides: Sequence[str] = 
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
-    recorder = Recorder(out, sim=name, seed=seed, config=dataclasses.asdict(config))
+    recorder = Recorder(out, sim=name, seed=seed, config=dataclasses.asdict(config),
+                        overwrite=overwrite)
     context = Context(recorder=recorder, device=torch_device, seed=seed,
                       generator=torch.Generator().manual_seed(seed),
                       rng=np.random.default_rng(seed), quiet=quiet)
     return PreparedRun(sim=sim, config=config, context=context)
 
 
-def run_simulation(name: str, *, out, config_path=None, overrides: Sequence[str] = (),
-                   seed: int = 0, device: str = "cpu", quiet: bool = False,
-                   threads: int | None = 1) -> dict:
+def run_simulation(name: str, *, out, config: Any = None, config_path=None,
+                   overrides: Sequence[str] = (), seed: int = 0, device: str = "cpu",
+                   quiet: bool = False, threads: int | None = 1, overwrite: bool = False) -> dict:
     """Run the simulation `name`, recording into the HDF5 file `out`; returns its summary figures.
 
     Args:
         name: a registered simulation (`brainloop list`).
-        out: the recording to write (overwritten if present).
+        out: the recording to write; locked while the run writes it.
+        config: an instance of the simulation's config dataclass (for sweeps), or None to build
+            one from `config_path` and `overrides`; giving both is an error.
         config_path: a JSON/TOML file of config values, or None for the defaults.
         overrides: `"key=value"` strings applied after the file.
         seed: seeds python, numpy, torch and the context's generators; the same seed on the same
@@ -143,6 +163,16 @@ def run_simulation(name: str, *, out, config_path=None, overrides: Sequence[str]
         threads: CPU threads for torch (None keeps torch's default). One is the default: the
             models here are small, and on a busy machine several spinning threads per process
             slowed pc-digits fifty-fold.
+        overwrite: replace a file already at `out` (once the run has recorded something);
+            without it an existing file is an error.
+
+    Raises:
+        ValueError: a user mistake (unknown simulation, key or device, bad value, existing or
+            locked `out`), naming the culprit; `out` is left as it was.
+        TypeError: `config` is not an instance of the simulation's config class.
+        FloatingPointError: the simulation diverged (its message names the quantity, the step and
+            the config key most likely responsible); `out` holds what was recorded so far.
     """
-    return prepare_run(name, out=out, config_path=config_path, overrides=overrides, seed=seed,
-                       device=device, quiet=quiet, threads=threads).execute()
+    return prepare_run(name, out=out, config=config, config_path=config_path,
+                       overrides=overrides, seed=seed, device=device, quiet=quiet,
+                       threads=threads, overwrite=overwrite).execute()

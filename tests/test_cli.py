@@ -1,6 +1,7 @@
 """The `brainloop` CLI, runner and report, driven by a tiny fake simulation and synthetic data."""
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.recording import Recorder, Recording
+from analysis.recording import Recorder, Recording, lock_path
 from analysis.report import summarize, write_figures
 from sims import registry
 from sims.cli import main
@@ -24,17 +25,18 @@ class FakeConfig:
 def _fake_run(cfg: FakeConfig, ctx) -> dict:
     bar = ctx.progress(range(cfg.steps), desc="fake")
     for step in bar:
-        z = cfg.scale * torch.randn(3, generator=ctx.generator).to(ctx.device)
-        ctx.recorder.append("cortex/h1/z", z, units="a.u.")
-        ctx.recorder.append("cortex/h1/error", float(z.abs().mean()), units="a.u.")
+        z = cfg.scale * torch.randn(1, 3, generator=ctx.generator).to(ctx.device)
+        ctx.recorder.append("cortex/h1/z", z)
+        ctx.recorder.append("cortex/h1/error", z - 1.0)
         bar.set_postfix(step=step)
     return {"final_error": float(z.abs().mean()), "steps": cfg.steps}
 
 
 @pytest.fixture(autouse=True)
 def fake_sim(monkeypatch):
-    """Registers the 'fake' simulation for one test only."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    """Registers the 'fake' simulation, alone, for one test only."""
+    monkeypatch.setattr(registry, "_REGISTRY", {})
+    monkeypatch.setattr(registry, "SIMULATION_MODULES", [])
     return registry.register(registry.Simulation(
         name="fake", summary="a fake simulation for tests", config=FakeConfig, run=_fake_run))
 
@@ -53,11 +55,11 @@ def test_run_then_report(tmp_path, capsys):
     assert "final_error" in printed and "steps       = 4" in printed
     with Recording(out) as rec:
         assert rec.sim == "fake" and rec.seed == 3 and rec.config == {"steps": 4, "scale": 1.0}
-        assert rec.summary["steps"] == 4 and rec.shape("cortex/h1/z") == (4, 3)
+        assert rec.summary["steps"] == 4 and rec.shape("cortex/h1/z") == (4, 1, 3)
 
     assert main(["report", str(out), "--out-dir", str(tmp_path / "figs")]) == 0
     printed = capsys.readouterr().out
-    assert "sim      fake" in printed and "cortex/h1/z" in printed and "(4, 3) float32" in printed
+    assert "sim      fake" in printed and "cortex/h1/z" in printed and "(4, 1, 3) float32" in printed
     assert (tmp_path / "figs" / "fake_node_errors.png").is_file()
     assert "fake_node_errors.png" in printed
 
@@ -73,7 +75,7 @@ def test_same_seed_same_device_gives_identical_datasets(tmp_path, device):
 
 def test_failing_simulation_still_leaves_its_recording(tmp_path, monkeypatch):
     def crash(cfg, ctx):
-        ctx.recorder.append("env/reward", 1.0, units="reward")
+        ctx.recorder.append("env/reward", 1.0)
         raise RuntimeError("diverged")
     monkeypatch.setitem(registry._REGISTRY, "crash", registry.Simulation(
         name="crash", summary="crashes", config=FakeConfig, run=crash))
@@ -103,23 +105,140 @@ def test_user_errors_exit_2_naming_the_culprit(tmp_path, capsys, argv, culprit):
     assert not (tmp_path / "x.h5").exists()
 
 
+def _register(monkeypatch, name, run):
+    monkeypatch.setitem(registry._REGISTRY, name, registry.Simulation(
+        name=name, summary=name, config=FakeConfig, run=run))
+
+
+def _refuse_at_start(cfg, ctx):
+    raise ValueError("steps=5 is too many for this test simulation")
+
+
+def _diverge(cfg, ctx):
+    for step in range(cfg.steps):
+        ctx.recorder.append("env/reward", float(step))
+    raise FloatingPointError(f"free energy is inf at step {cfg.steps}; lower 'scale'")
+
+
+def test_existing_out_is_refused_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "run.h5"
+    out.write_bytes(b"a precious recording")
+    assert main(["run", "fake", "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brainloop: error: ") and "Traceback" not in err
+    assert f"{out} already exists" in err and "--overwrite" in err
+    assert out.read_bytes() == b"a precious recording"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+
+    assert main(["run", "fake", "--quiet", "--overwrite", "--out", str(out)]) == 0
+    with Recording(out) as rec:
+        assert rec.sim == "fake" and rec.summary["steps"] == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+
+
+def test_overwrite_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert re.search(r"--overwrite +replace an existing recording", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_simulation_refusing_its_input_leaves_out_untouched(tmp_path, capsys, monkeypatch,
+                                                              overwrite, existing):
+    _register(monkeypatch, "picky", _refuse_at_start)
+    out = tmp_path / "run.h5"
+    if existing:
+        run_simulation("fake", out=out, quiet=True)
+        original = out.read_bytes()
+    assert main(["run", "picky", "--quiet", "--out", str(out), *overwrite]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if existing and not overwrite:
+        assert "already exists" in err
+    else:
+        assert err == "brainloop: error: steps=5 is too many for this test simulation\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["run.h5"] if existing else [])
+    if existing:
+        assert out.read_bytes() == original
+
+
+def test_a_divergence_exits_2_and_keeps_the_partial_recording(tmp_path, capsys, monkeypatch):
+    _register(monkeypatch, "diverging", _diverge)
+    out = tmp_path / "run.h5"
+    assert main(["run", "diverging", "--quiet", "--set", "steps=3", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brainloop: error: simulation 'diverging' stopped: free energy is inf "
+                          "at step 3; lower 'scale'") and "Traceback" not in err
+    assert f"what was recorded until then is in {out}" in err
+    with Recording(out) as rec:
+        assert rec["env/reward"].tolist() == [0.0, 1.0, 2.0] and rec.summary == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5"]
+
+
+def test_a_divergence_before_recording_leaves_no_file(tmp_path, capsys, monkeypatch):
+    _register(monkeypatch, "diverging", _diverge)
+    assert main(["run", "diverging", "--quiet", "--set", "steps=0", "--out",
+                 str(tmp_path / "run.h5")]) == 2
+    assert "nothing was recorded" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bug_after_the_start_keeps_its_traceback(tmp_path, monkeypatch):
+    def buggy(cfg, ctx):
+        ctx.recorder.append("env/reward", 1.0)
+        raise ValueError("index out of range in the simulation")
+    _register(monkeypatch, "buggy", buggy)
+    with pytest.raises(RuntimeError, match="simulation 'buggy' failed"):
+        main(["run", "buggy", "--quiet", "--out", str(tmp_path / "run.h5")])
+
+
+def test_a_locked_out_is_refused(tmp_path, capsys):
+    out = tmp_path / "run.h5"
+    lock_path(out).write_text(f"{os.getpid()}\n")
+    assert main(["run", "fake", "--quiet", "--overwrite", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is being written by another run (pid {os.getpid()}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.h5.lock"]
+
+
+def test_run_simulation_takes_a_config_object(tmp_path):
+    figures = run_simulation("fake", config=FakeConfig(steps=2, scale=0.5), out=tmp_path / "a.h5",
+                             quiet=True)
+    assert figures["steps"] == 2
+    with Recording(tmp_path / "a.h5") as rec:
+        assert rec.config == {"steps": 2, "scale": 0.5}
+    with pytest.raises(ValueError, match="config object or config_path/overrides, not both"):
+        run_simulation("fake", config=FakeConfig(), overrides=["steps=3"], out=tmp_path / "b.h5")
+
+    @dataclass(frozen=True)
+    class OtherConfig:
+        steps: int = field(default=1, metadata={"help": "steps"})
+
+    with pytest.raises(TypeError, match="'fake' takes a FakeConfig config, got a OtherConfig"):
+        run_simulation("fake", config=OtherConfig(), out=tmp_path / "b.h5")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]
+
+
 @pytest.fixture
 def pc_recording(tmp_path):
     """A synthetic predictive-coding training run following the figures_pc naming."""
     path = tmp_path / "pc.h5"
     with Recorder(path, sim="pc_fake", seed=0, config={}) as rec:
         for step in range(50):
-            rec.append("cortex/free_energy", 100.0 * math.exp(-step / 20), units="nats")
+            rec.append("cortex/free_energy", 100.0 * math.exp(-step / 20))
             for node in ("h1", "h2", "y"):
-                rec.append(f"cortex/{node}/error", math.exp(-step / 30), units="a.u.")
+                rec.append(f"cortex/{node}/error", np.full((2, 4), math.exp(-step / 30)))
             if step % 10 == 0:
-                rec.append("cortex/free_energy_trace", 50.0 / (1 + np.arange(21)) + 1, units="nats")
-                rec.append("cortex/free_energy_trace_step", step, description="training step")
+                rec.append("cortex/free_energy_trace", 50.0 / (1 + np.arange(21)) + 1)
+                rec.append("cortex/free_energy_trace_step", step)
         for epoch in range(1, 4):
-            rec.append("metrics/epoch", epoch, description="epoch")
-            rec.append("metrics/test_accuracy", 0.8 + 0.05 * epoch, description="fraction correct")
-            rec.append("metrics/train_loss", 1.0 / epoch, units="nats")
-            rec.append("metrics/test_loss", float("nan") if epoch == 2 else 1.2 / epoch, units="nats")
+            rec.append("metrics/epoch", epoch, units="epochs", description="epochs completed")
+            rec.append("metrics/test_accuracy", 0.8 + 0.05 * epoch, units="fraction",
+                       description="fraction correct")
+            rec.append("metrics/train_loss", 1.0 / epoch, units="nats", description="training loss")
+            rec.append("metrics/test_loss", float("nan") if epoch == 2 else 1.2 / epoch,
+                       units="nats", description="held-out loss")
     return path
 
 
