@@ -1,10 +1,13 @@
 """`rl`: train any algorithm of the seed's appendix on any Gymnasium environment.
 
-Records training episode returns (`rl/episode_return` against `rl/episode_env_step`),
-deterministic evaluations (`rl/eval_return`, `rl/eval_env_step`), every loss
-(`rl/loss/<name>` against `rl/update_env_step`), the dopamine δ (`basal_ganglia/dopamine`, per
-env step for replay agents, per rollout (n_steps, n_envs) for policy-gradient agents) and the
-six action free-energy terms (`basal_ganglia/action_free_energy/<term>`).
+The closed loop of `basal_ganglia.loop` with the perception slot configured by `perception`
+(the raw observation; the cortex comes next) and the algorithm's hyper-parameters as one
+documented section per algorithm (`brainloop show rl`; `--set algo=sac sac.learning_rate=3e-4`);
+defaults are the rl-zoo settings. Records, per environment step, `env/*`, the dopamine δ and
+Q̂ (off-policy) or V̂ (on-policy) as (step, env); training episode returns (`rl/episode_return`
+against `rl/episode_env_step`); deterministic evaluations (`rl/eval_return`, `rl/eval_env_step`);
+every loss (`rl/loss/<name>` against `rl/update_env_step`) and the six action free-energy terms
+(`basal_ganglia/action_free_energy/<term>`), one row per training phase.
 
 Summary figures: `final_mean_return` (mean return of `eval_episodes` deterministic episodes at
 the end) and `env_steps` (environment steps taken).
@@ -12,46 +15,103 @@ the end) and `env_steps` (environment steps taken).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import difflib
+from dataclasses import dataclass
+
+import gymnasium as gym
 
 import sims.envs  # noqa: F401  (registers the brainloop/* environment ids)
-from basal_ganglia.agents import agent_class
-from sims.config import build_config
+from basal_ganglia.agents import (ALGORITHMS, Agent, DDPGConfig, DQNConfig, PPOConfig,
+                                  ReinforceConfig, SACConfig, SVG0Config, TDLambdaConfig)
+from basal_ganglia.loop import check_action_space
+from cortex.params import param, validate
 from sims.registry import Simulation, register
+
+PERCEPTIONS = {"raw": ("x",)}  # perception → the columns it offers
+
+
+def _section(cls, algo: str):
+    return dataclasses.field(default_factory=cls, metadata={
+        "help": f"{algo} hyper-parameters (used when algo={algo})"})
+
+
+def check_env_id(env_id: str) -> gym.Env:
+    """A fresh instance of the registered environment `env_id`; ValueError otherwise.
+
+    Ids of the form 'module:Env-v0' are refused: gymnasium would import that module, so a
+    config file could run arbitrary code. Register the environment in Python instead.
+    """
+    if ":" in env_id:
+        raise ValueError(f"config key 'env': {env_id!r} names a module to import; only "
+                         f"registered environment ids are accepted (register it with "
+                         f"gymnasium.register in Python and pass its id)")
+    if env_id not in gym.registry:
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"config key 'env': {env_id!r} is not a registered Gymnasium "
+                         f"environment{hint}")
+    return gym.make(env_id)
 
 
 @dataclass(frozen=True)
 class RLConfig:
-    algo: str = field(default="ppo", metadata={
-        "help": "dqn | ddpg | svg0 | sac | reinforce | ppo | td_lambda"})
-    env: str = field(default="CartPole-v1", metadata={"help": "Gymnasium environment id"})
-    steps: int = field(default=100_000, metadata={"help": "environment steps of training"})
-    eval_every: int = field(default=5000, metadata={"help": "env steps between evaluations "
-                                                    "(0 = only at the end)"})
-    eval_episodes: int = field(default=10, metadata={"help": "deterministic evaluation episodes"})
-    state_dim: int = field(default=0, metadata={"help": "expected state dimension (0 = take it "
-                                                "from the environment)"})
-    params: str = field(default="", metadata={
-        "help": "algorithm hyper-parameters, 'key=value;key=value' (e.g. "
-                "'learning_rate=1e-3;hidden=64,64'); defaults are the rl-zoo settings"})
+    algo: str = param("ppo", "the algorithm", choices=tuple(ALGORITHMS))
+    env: str = param("CartPole-v1", "Gymnasium environment id (registered)")
+    steps: int = param(100_000, "environment steps of training", ge=1)
+    eval_every: int = param(5000, "env steps between evaluations (0 = only at the end)", ge=0)
+    eval_episodes: int = param(10, "deterministic evaluation episodes", ge=1)
+    perception: str = param("raw", "what the basal ganglia see: raw = the observation itself "
+                            "(column x)", choices=tuple(PERCEPTIONS))
+    state_nodes: tuple[str, ...] = param(("x",), "perceived columns the policy and critics read")
+    dqn: DQNConfig = _section(DQNConfig, "dqn")
+    ddpg: DDPGConfig = _section(DDPGConfig, "ddpg")
+    svg0: SVG0Config = _section(SVG0Config, "svg0")
+    sac: SACConfig = _section(SACConfig, "sac")
+    reinforce: ReinforceConfig = _section(ReinforceConfig, "reinforce")
+    ppo: PPOConfig = _section(PPOConfig, "ppo")
+    td_lambda: TDLambdaConfig = _section(TDLambdaConfig, "td_lambda")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        for name, cls in ALGORITHMS.items():
+            if name != self.algo and repr(getattr(self, name)) != repr(cls.config_cls()):
+                raise ValueError(f"config keys {name}.* were set, but algo={self.algo!r}: set "
+                                 f"{self.algo}.* instead, or algo={name}")
+        offered = PERCEPTIONS[self.perception]
+        for node in self.state_nodes:
+            if node not in offered:
+                raise ValueError(f"config key 'state_nodes': perception {self.perception!r} has "
+                                 f"no column {node!r}; it offers {', '.join(offered)}")
+        env = check_env_id(self.env)
+        try:
+            check_action_space(ALGORITHMS[self.algo], env.action_space)
+            space = env.observation_space
+            if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+                raise ValueError(f"config key 'env': {self.env} has observation space {space}; "
+                                 f"raw perception needs a 1-D Box")
+        finally:
+            env.close()
+
+    @property
+    def algorithm(self):
+        """The selected algorithm's config section."""
+        return getattr(self, self.algo)
 
 
-def build_agent(cfg: RLConfig, *, seed: int = 0, device="cpu"):
-    """The configured agent; ValueError for an unknown algorithm, key or mismatched space."""
-    cls = agent_class(cfg.algo)
-    overrides = [p for p in cfg.params.split(";") if p.strip()]
-    overrides += [f"eval_every={cfg.eval_every}", f"eval_episodes={cfg.eval_episodes}"]
-    agent_cfg = build_config(cls.config_cls, overrides=overrides)
-    return cls(agent_cfg, cfg.env, seed=seed, device=device, state_dim=cfg.state_dim or None)
+def build_agent(cfg: RLConfig, *, seed: int = 0, device="cpu") -> Agent:
+    """The configured agent in the closed loop."""
+    return Agent(ALGORITHMS[cfg.algo], cfg.algorithm, cfg.env, seed=seed, device=device,
+                 state_nodes=cfg.state_nodes)
 
 
 def run(cfg: RLConfig, ctx) -> dict:
     agent = build_agent(cfg, seed=int(ctx.seed), device=ctx.device)
     with ctx.progress(total=cfg.steps, desc=f"{cfg.algo} on {cfg.env}", unit="step") as bar:
-        agent.learn(cfg.steps, recorder=ctx.recorder, progress=bar)
+        agent.learn(cfg.steps, recorder=ctx.recorder, progress=bar, eval_every=cfg.eval_every,
+                    eval_episodes=cfg.eval_episodes)
     returns = agent.evaluate(cfg.eval_episodes)
-    ctx.recorder.write("rl/final_eval_returns", returns, description="returns of the final "
-                       "deterministic evaluation episodes")
+    ctx.recorder.write("rl/final_eval_returns", returns)
     return dict(final_mean_return=float(returns.mean()), env_steps=int(agent.num_steps))
 
 

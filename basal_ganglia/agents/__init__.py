@@ -3,27 +3,32 @@
     agent = make_agent("sac", "Pendulum-v1", seed=0, learning_rate=1e-3)
     agent.learn(20_000, recorder=rec)
     action = agent.act(obs, deterministic=True)
+    returns = agent.evaluate(10)
 
-or `SAC.from_config(SACConfig(...), env)`. Every agent exposes `learn(steps, *, recorder,
-callback, progress)`, `act(obs, deterministic)`, `evaluate(episodes)` and `history`.
+An algorithm is a config (a frozen, validated dataclass), its networks and `update(batch) ->
+Update` (losses, the dopamine δ of the batch, the action free-energy terms). Off-policy
+algorithms also offer `q_value(z, a)`, `target(batch)` (the bootstrapped TD target, so that
+δ = target − Q̂) and `sync_targets()`; every algorithm offers `act(z, deterministic=, rng=,
+progress=)`. The loop that feeds them is `basal_ganglia.loop`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
-from basal_ganglia.agents.base import Agent
+from basal_ganglia.agents.config import (AlgorithmConfig, OffPolicyConfig, OnPolicyConfig, Spaces,
+                                         Update)
 from basal_ganglia.agents.ddpg import DDPG, DDPGConfig
 from basal_ganglia.agents.dqn import DQN, DQNConfig
-from basal_ganglia.agents.onpolicy import PPO, PPOConfig, Reinforce, ReinforceConfig
+from basal_ganglia.agents.onpolicy import (PPO, PPOConfig, Reinforce, ReinforceConfig, TDLambda,
+                                           TDLambdaConfig)
 from basal_ganglia.agents.sac import SAC, SACConfig, SVG0, SVG0Config
-from basal_ganglia.agents.td_lambda import TDLambda, TDLambdaConfig
+from basal_ganglia.loop import Agent
 
-ALGORITHMS: dict[str, type[Agent]] = {
-    cls.name: cls for cls in (DQN, DDPG, SVG0, SAC, Reinforce, PPO, TDLambda)}
+ALGORITHMS = {cls.name: cls for cls in (DQN, DDPG, SVG0, SAC, Reinforce, PPO, TDLambda)}
 
 
-def agent_class(algo: str) -> type[Agent]:
+def algorithm_class(algo: str):
     """The class of `algo`; ValueError listing the valid names otherwise."""
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r}; valid: {', '.join(ALGORITHMS)}")
@@ -32,7 +37,7 @@ def agent_class(algo: str) -> type[Agent]:
 
 def make_config(algo: str, **overrides):
     """The default config of `algo` with `overrides` (unknown keys raise ValueError)."""
-    cls = agent_class(algo).config_cls
+    cls = algorithm_class(algo).config_cls
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(overrides) - names
     if unknown:
@@ -40,13 +45,14 @@ def make_config(algo: str, **overrides):
     return cls(**overrides)
 
 
-def make_agent(algo: str, env, *, seed: int = 0, device="cpu", state_dim: int | None = None,
-               **overrides) -> Agent:
-    """Build `algo` on `env` (id, instance or factory) with config overrides."""
-    return agent_class(algo)(make_config(algo, **overrides), env, seed=seed, device=device,
-                             state_dim=state_dim)
+def make_agent(algo: str, env, *, seed: int = 0, device="cpu", perception=None,
+               state_nodes: tuple[str, ...] | None = None, **overrides) -> Agent:
+    """`algo` in the closed loop on `env` (id, instance or factory), with config overrides."""
+    return Agent(algorithm_class(algo), make_config(algo, **overrides), env, seed=seed,
+                 device=device, perception=perception, state_nodes=state_nodes)
 
 
-__all__ = ["ALGORITHMS", "Agent", "agent_class", "make_agent", "make_config", "DQN", "DDPG",
-           "SVG0", "SAC", "Reinforce", "PPO", "TDLambda", "DQNConfig", "DDPGConfig",
-           "SVG0Config", "SACConfig", "ReinforceConfig", "PPOConfig", "TDLambdaConfig"]
+__all__ = ["ALGORITHMS", "Agent", "AlgorithmConfig", "OffPolicyConfig", "OnPolicyConfig", "Spaces",
+           "Update", "algorithm_class", "make_agent", "make_config", "DQN", "DDPG", "SVG0", "SAC",
+           "Reinforce", "PPO", "TDLambda", "DQNConfig", "DDPGConfig", "SVG0Config", "SACConfig",
+           "ReinforceConfig", "PPOConfig", "TDLambdaConfig"]

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from basal_ganglia.agents.base import OffPolicyAgent, OffPolicyConfig, _f
+from basal_ganglia.agents.config import OffPolicyConfig, Spaces, Update
 from basal_ganglia.striatum import DorsalStriatum, frozen_copy, soft_update
 from basal_ganglia.td import td_target
+from cortex.params import param
 from cortex.policy import DeterministicPolicy
 
 
@@ -22,48 +23,50 @@ from cortex.policy import DeterministicPolicy
 class DDPGConfig(OffPolicyConfig):
     """rl-zoo Pendulum-v1 settings by default."""
 
-    learning_rate: float = _f(1e-3, "Adam learning rate (actor and critic)")
-    gamma: float = _f(0.98, "discount factor γ")
-    hidden: tuple[int, ...] = _f((400, 300), "hidden layer widths of actor and critic")
-    buffer_size: int = _f(200_000, "replay memory capacity (transitions)")
-    batch_size: int = _f(256, "replayed minibatch size")
-    learning_starts: int = _f(10_000, "env steps of random actions before learning")
-    noise_std: float = _f(0.1, "behaviour noise std in the normalised action scale")
+    learning_rate: float = param(1e-3, "Adam learning rate (actor and critic)", gt=0.0)
+    gamma: float = param(0.98, "discount factor γ", ge=0.0, le=1.0)
+    hidden: tuple[int, ...] = param((400, 300), "hidden layer widths of actor and critic", ge=1)
+    buffer_size: int = param(200_000, "replay memory capacity (transitions)", ge=1)
+    learning_starts: int = param(10_000, "env steps of random actions before learning", ge=0)
+    noise_std: float = param(0.1, "behaviour noise std in the normalised action scale", ge=0.0)
 
-class DDPG(OffPolicyAgent):
-    name = "ddpg"
-    config_cls = DDPGConfig
-    action_kind = "continuous"
 
-    def build(self) -> None:
-        cfg, low, high = self.cfg, self.action_space.low, self.action_space.high
-        self.actor = DeterministicPolicy(self.state_dim, self.action_dim, low, high,
-                                         tuple(cfg.hidden)).to(self.device)
-        self.q = DorsalStriatum(self.state_dim, self.action_dim, tuple(cfg.hidden),
-                                discrete=False).to(self.device)
+class DDPG:
+    name, config_cls, action_kind = "ddpg", DDPGConfig, "continuous"
+
+    def __init__(self, cfg: DDPGConfig, spaces: Spaces, device: torch.device):
+        self.cfg, self.spaces = cfg, spaces
+        space = spaces.action_space
+        self.actor = DeterministicPolicy(spaces.state_dim, spaces.action_dim, space.low,
+                                         space.high, tuple(cfg.hidden)).to(device)
+        self.q = DorsalStriatum(spaces.state_dim, spaces.action_dim, tuple(cfg.hidden),
+                                discrete=False).to(device)
         self.actor_target, self.q_target = frozen_copy(self.actor), frozen_copy(self.q)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.learning_rate)
         self.q_opt = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate)
-        self.build_memory()
 
-    def act(self, obs, deterministic: bool = False):
+    def act(self, z: torch.Tensor, *, deterministic: bool, rng: np.random.Generator,
+            progress: float = 1.0) -> np.ndarray:
+        """Actions (B, A) for states z (B, d), with behaviour noise unless deterministic."""
+        space = self.spaces.action_space
         with torch.no_grad():
-            a = self.actor(self.obs_tensor(obs)).cpu().numpy()
+            a = self.actor(z).cpu().numpy()
         if not deterministic:
-            scale = (self.action_space.high - self.action_space.low) / 2
-            a = a + self.cfg.noise_std * scale * self.rng.standard_normal(a.shape)
-        return np.clip(a, self.action_space.low, self.action_space.high).astype(np.float32)
+            scale = (space.high - space.low) / 2
+            a = a + self.cfg.noise_std * scale * rng.standard_normal(a.shape)
+        return np.clip(a, space.low, space.high).astype(np.float32)
 
-    def q_value(self, obs, action) -> torch.Tensor:
-        return self.q(obs, action)
+    def q_value(self, z, action) -> torch.Tensor:
+        return self.q(z, action)
 
     @torch.no_grad()
-    def td_target(self, batch) -> torch.Tensor:
+    def target(self, batch) -> torch.Tensor:
         next_q = self.q_target(batch.next_obs, self.actor_target(batch.next_obs))
         return td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
 
-    def update(self, batch) -> dict[str, float]:
-        q_loss = 0.5 * self.td(batch).pow(2).mean()
+    def update(self, batch) -> Update:
+        delta = self.target(batch) - self.q(batch.obs, batch.action)
+        q_loss = 0.5 * delta.pow(2).mean()
         self.q_opt.zero_grad()
         q_loss.backward()
         self.q_opt.step()
@@ -73,4 +76,8 @@ class DDPG(OffPolicyAgent):
         self.actor_opt.step()
         soft_update(self.q_target, self.q, self.cfg.tau)
         soft_update(self.actor_target, self.actor, self.cfg.tau)
-        return {"q": q_loss.item(), "actor": actor_loss.item()}
+        return Update({"q": q_loss.item(), "actor": actor_loss.item()}, delta.detach())
+
+    def sync_targets(self) -> None:
+        soft_update(self.q_target, self.q, 1.0)
+        soft_update(self.actor_target, self.actor, 1.0)

@@ -1,62 +1,58 @@
-"""Policy-gradient agents: REINFORCE with a baseline and PPO with GAE.
+"""Policy-gradient agents: REINFORCE with a baseline and PPO with GAE; TD(λ) policy evaluation.
 
-One loop, `OnPolicyAgent.learn`: step `n_envs` copies of the environment for `n_steps`,
-compute δ (the dopamine of every step) and the advantages with the chosen estimator of
-basal_ganglia.returns, then `update`. Vector environments run in same-step autoreset mode, so
-the observation a finished step led to (`final_obs`) is at hand to bootstrap truncated
-episodes, and the action of every step is a real one.
+Each holds a policy π_φ(a | z) (cortex.policy) and the ventral striatum V̂(z), and updates
+them from one rollout (`basal_ganglia.loop.Rollout`: (T, N) tensors of states, actions, δ and
+advantages, collected by `basal_ganglia.loop.run_on_policy`). `update(rollout, progress=, rng=)`
+is one learning phase; `progress` (0..1, the share of the learn call done) sets the annealed
+learning rate, so that nothing about the run is kept on the object.
+
+TD(λ) never changes the policy (the near-uniform initial one, or one the caller sets on
+`.policy`) and regresses V̂ onto the λ-returns G_t(λ) = A_t(λ) + V̂(z_t).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from basal_ganglia.agents.base import Agent, AgentConfig, _f, log_action_free_energy
-from basal_ganglia.returns import ESTIMATORS, td_errors
+from basal_ganglia.agents.config import OnPolicyConfig, Spaces, Update, free_energy_floats
 from basal_ganglia.striatum import VentralStriatum
 from cortex.action import point_mass_terms
+from cortex.params import param
 from cortex.policy import CategoricalPolicy, GaussianPolicy
-
-
-@dataclass(frozen=True)
-class OnPolicyConfig(AgentConfig):
-    learning_rate: float = _f(1e-3, "Adam learning rate (linearly annealed to 0 if anneal)")
-    hidden: tuple[int, ...] = _f((64, 64), "hidden layer widths of policy and V̂ (tanh)")
-    n_envs: int = _f(8, "parallel environments")
-    n_steps: int = _f(32, "steps per environment per rollout")
-    gae_lambda: float = _f(0.95, "λ of the advantage estimator")
-    advantage: str = _f("gae", "advantage estimator: gae | truncated | bias_corrected")
-    vf_coef: float = _f(0.5, "weight of the V̂ loss")
-    ent_coef: float = _f(0.0, "entropy bonus weight")
-    max_grad_norm: float = _f(0.5, "gradient norm clip")
-    normalize_advantage: bool = _f(True, "standardise advantages per minibatch")
-    anneal: bool = _f(True, "anneal learning rate (and PPO's clip range) linearly to 0")
 
 
 @dataclass(frozen=True)
 class PPOConfig(OnPolicyConfig):
     """rl-zoo CartPole-v1 settings by default."""
 
-    gamma: float = _f(0.98, "discount factor γ")
-    gae_lambda: float = _f(0.8, "λ of the advantage estimator")
-    batch_size: int = _f(256, "minibatch size")
-    n_epochs: int = _f(20, "passes over each rollout")
-    clip_range: float = _f(0.2, "PPO ratio clip ε")
+    gamma: float = param(0.98, "discount factor γ", ge=0.0, le=1.0)
+    gae_lambda: float = param(0.8, "λ of the advantage estimator", ge=0.0, le=1.0)
+    batch_size: int = param(256, "minibatch size", ge=1)
+    n_epochs: int = param(20, "passes over each rollout", ge=1)
+    clip_range: float = param(0.2, "PPO ratio clip ε", gt=0.0)
 
 
 @dataclass(frozen=True)
 class ReinforceConfig(OnPolicyConfig):
     """Monte Carlo returns (λ = 1) with the ventral V̂ as baseline, one step per rollout."""
 
-    gamma: float = _f(0.99, "discount factor γ")
-    gae_lambda: float = _f(1.0, "λ (1 = Monte Carlo returns, the REINFORCE choice)")
-    n_steps: int = _f(256, "steps per environment per rollout")
-    learning_rate: float = _f(3e-3, "Adam learning rate")
+    gae_lambda: float = param(1.0, "λ (1 = Monte Carlo returns, the REINFORCE choice)",
+                              ge=0.0, le=1.0)
+    n_steps: int = param(256, "steps per environment per rollout", ge=1)
+    learning_rate: float = param(3e-3, "Adam learning rate", gt=0.0)
+
+
+@dataclass(frozen=True)
+class TDLambdaConfig(OnPolicyConfig):
+    gae_lambda: float = param(0.9, "λ of the TD(λ) returns", ge=0.0, le=1.0)
+    n_envs: int = param(1, "parallel environments", ge=1)
+    n_steps: int = param(128, "steps per environment per rollout", ge=1)
+    n_epochs: int = param(4, "regression passes over each rollout", ge=1)
+    anneal: bool = param(False, "anneal the learning rate linearly to 0")
 
 
 def _orthogonal_init(module: nn.Module, out_gain: float) -> None:
@@ -67,129 +63,34 @@ def _orthogonal_init(module: nn.Module, out_gain: float) -> None:
             nn.init.zeros_(m.bias)
 
 
-@dataclass
-class Rollout:
-    """Tensors of shape (T, N[, …]) from one collection phase."""
+class ActorCritic:
+    """π_φ(a | z) and V̂(z) with one Adam optimiser: the networks of the rollout algorithms."""
 
-    obs: torch.Tensor
-    actions: torch.Tensor
-    log_probs: torch.Tensor
-    rewards: torch.Tensor
-    values: torch.Tensor
-    next_values: torch.Tensor
-    terminated: torch.Tensor
-    truncated: torch.Tensor
-    delta: torch.Tensor
-    advantages: torch.Tensor
-    returns: torch.Tensor
+    action_kind = "any"
 
-
-class OnPolicyAgent(Agent):
-    config_cls = OnPolicyConfig
-
-    def build(self) -> None:
-        cfg = self.cfg
-        if cfg.advantage not in ESTIMATORS:
-            raise ValueError(f"unknown advantage estimator {cfg.advantage!r}; choose from "
-                             f"{', '.join(ESTIMATORS)}")
-        hidden = tuple(cfg.hidden)
-        self.policy = (CategoricalPolicy(self.state_dim, self.action_dim, hidden) if self.discrete
-                       else GaussianPolicy(self.state_dim, self.action_dim, hidden))
-        self.value = VentralStriatum(self.state_dim, hidden)
+    def __init__(self, cfg: OnPolicyConfig, spaces: Spaces, device: torch.device):
+        self.cfg, self.spaces = cfg, spaces
+        hidden, d = tuple(cfg.hidden), spaces.state_dim
+        self.policy = (CategoricalPolicy(d, spaces.action_dim, hidden) if spaces.discrete
+                       else GaussianPolicy(d, spaces.action_dim, hidden))
+        self.value = VentralStriatum(d, hidden)
         _orthogonal_init(self.policy, 0.01)
         _orthogonal_init(self.value, 1.0)
-        self.policy.to(self.device)
-        self.value.to(self.device)
+        self.policy.to(device)
+        self.value.to(device)
         self.optimizer = torch.optim.Adam([*self.policy.parameters(), *self.value.parameters()],
                                           lr=cfg.learning_rate, eps=1e-5)
-        self.envs = None
 
-    def act(self, obs, deterministic: bool = False):
+    def act(self, z: torch.Tensor, *, deterministic: bool, rng=None,
+            progress: float = 1.0) -> np.ndarray:
+        """Actions (B, …) for states z (B, d): the mode, or a sample from π_φ."""
         with torch.no_grad():
-            z = self.obs_tensor(obs)
             a = self.policy.mode(z) if deterministic else self.policy.sample(z)[0]
         a = a.cpu().numpy()
-        if self.discrete:
-            return int(a) if a.ndim == 0 else a
-        return np.clip(a, self.action_space.low, self.action_space.high).astype(np.float32)
-
-    def _make_envs(self):
-        self.envs = gym.vector.SyncVectorEnv([self.make_env for _ in range(self.cfg.n_envs)],
-                                             autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-        self._obs, _ = self.envs.reset(seed=self.seed)
-        self._ep_return = np.zeros(self.cfg.n_envs)
-
-    def collect(self) -> Rollout:
-        """Step every environment n_steps times; advantages by the configured estimator."""
-        cfg, n = self.cfg, self.cfg.n_envs
-        buf = {k: [] for k in ("obs", "actions", "log_probs", "rewards", "values", "final",
-                               "terminated", "truncated")}
-        for _ in range(cfg.n_steps):
-            z = self.obs_tensor(self._obs)
-            with torch.no_grad():
-                a, logp = self.policy.sample(z)
-                v = self.value(z)
-            a_np = a.cpu().numpy()
-            env_a = a_np if self.discrete else np.clip(a_np, self.action_space.low,
-                                                       self.action_space.high)
-            next_obs, r, term, trunc, info = self.envs.step(env_a)
-            final = next_obs.copy()
-            if "_final_obs" in info:
-                for i in np.flatnonzero(info["_final_obs"]):
-                    final[i] = info["final_obs"][i]
-            for k, val in (("obs", z), ("actions", a), ("log_probs", logp), ("values", v)):
-                buf[k].append(val)
-            buf["rewards"].append(r)
-            buf["final"].append(final)
-            buf["terminated"].append(term)
-            buf["truncated"].append(trunc)
-            self._ep_return += r
-            self.num_steps += n
-            for i in np.flatnonzero(term | trunc):
-                self._log_episode(float(self._ep_return[i]))
-                self._ep_return[i] = 0.0
-            self._obs = next_obs
-        t = {k: torch.stack(buf[k]) for k in ("obs", "actions", "log_probs", "values")}
-        as_t = lambda x, dt=torch.float32: torch.as_tensor(np.asarray(x), dtype=dt,
-                                                           device=self.device)
-        rewards = as_t(buf["rewards"])
-        terminated, truncated = as_t(buf["terminated"], torch.bool), as_t(buf["truncated"],
-                                                                          torch.bool)
-        with torch.no_grad():
-            final = as_t(buf["final"])
-            next_values = self.value(final.reshape(-1, self.state_dim)).reshape(rewards.shape)
-        estimator = ESTIMATORS[cfg.advantage]
-        adv = estimator(rewards, t["values"], next_values, terminated, truncated, cfg.gamma,
-                        cfg.gae_lambda)
-        delta = td_errors(rewards, t["values"], next_values, terminated, cfg.gamma)
-        return Rollout(t["obs"], t["actions"], t["log_probs"], rewards, t["values"], next_values,
-                       terminated, truncated, delta, adv, adv + t["values"])
-
-    def learn(self, steps: int, *, recorder=None, callback=None, progress=None):
-        """Run at least `steps` environment steps (whole rollouts); returns self."""
-        self.history.recorder = recorder
-        if self.envs is None:
-            self._make_envs()
-        start, per_rollout = self.num_steps, self.cfg.n_envs * self.cfg.n_steps
-        self.total_steps = start + steps
-        while self.num_steps < self.total_steps:
-            before = self.num_steps
-            rollout = self.collect()
-            if recorder is not None:
-                self._log_env(rollout.obs.cpu(), rollout.actions.cpu(), rollout.rewards.cpu(),
-                              rollout.terminated.cpu(), rollout.truncated.cpu())
-                self.history.log("basal_ganglia/dopamine", rollout.delta.cpu().numpy(),
-                                 "dopamine δ per step of a rollout, shape (n_steps, n_envs)")
-                self.history.log("basal_ganglia/value", rollout.values.cpu().numpy(),
-                                 "ventral striatum V̂ per step of a rollout (n_steps, n_envs)")
-            self.progress_remaining = 1.0 - (self.num_steps - start) / max(1, steps)
-            self._log_losses(self.update(rollout))
-            self._maybe_evaluate(before)
-            if progress is not None:
-                progress.update(per_rollout)
-            if callback is not None and callback(self) is False:
-                break
-        return self
+        if self.spaces.discrete:
+            return a
+        space = self.spaces.action_space
+        return np.clip(a, space.low, space.high).astype(np.float32)
 
     def _loss_terms(self, z, a, ret):
         """log π(a|z), entropy, V̂(z) and the V̂ loss of a minibatch."""
@@ -206,35 +107,37 @@ class OnPolicyAgent(Agent):
                                  self.cfg.max_grad_norm)
         self.optimizer.step()
 
-    def _anneal(self) -> float:
-        frac = self.progress_remaining if self.cfg.anneal else 1.0
+    def _anneal(self, progress: float) -> float:
+        """Set the learning rate for `progress` of the learn call; returns the scale 1 − progress."""
+        frac = 1.0 - progress if self.cfg.anneal else 1.0
         for g in self.optimizer.param_groups:
             g["lr"] = self.cfg.learning_rate * frac
         return frac
 
-    def _record_free_energy(self, v, logp, entropy) -> None:
-        terms = point_mass_terms(v.detach(), logp.detach(), entropy.detach(),
-                                 entropy_coef=self.cfg.ent_coef)
-        log_action_free_energy(self.history, terms)
+    def _free_energy(self, v, logp, entropy) -> dict[str, float]:
+        return free_energy_floats(point_mass_terms(v.detach(), logp.detach(), entropy.detach(),
+                                                   entropy_coef=self.cfg.ent_coef))
 
 
-class PPO(OnPolicyAgent):
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """(T, N, …) → (T·N, …)."""
+    return x.reshape(-1, *x.shape[2:])
+
+
+class PPO(ActorCritic):
     """PPO-clip (Schulman et al. 2017) with the GAE recursion (or the seed's forms, `advantage`)."""
 
-    name = "ppo"
-    config_cls = PPOConfig
+    name, config_cls = "ppo", PPOConfig
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
+    def update(self, rollout, *, progress: float, rng: np.random.Generator) -> Update:
         cfg = self.cfg
-        frac = self._anneal()
-        clip = cfg.clip_range * frac
-        flat = lambda x: x.reshape(-1, *x.shape[2:])
-        obs, actions, old_logp = flat(rollout.obs), flat(rollout.actions), flat(rollout.log_probs)
-        advantages, returns = flat(rollout.advantages), flat(rollout.returns)
+        clip = cfg.clip_range * self._anneal(progress)
+        obs, actions, old_logp = _flat(rollout.states), _flat(rollout.actions), _flat(rollout.log_probs)
+        advantages, returns = _flat(rollout.advantages), _flat(rollout.returns)
         n = len(obs)
         stats = {"policy": [], "value": [], "entropy": [], "clip_fraction": []}
         for _ in range(cfg.n_epochs):
-            perm = torch.as_tensor(self.rng.permutation(n))
+            perm = torch.as_tensor(rng.permutation(n))
             for start in range(0, n, cfg.batch_size):
                 idx = perm[start:start + cfg.batch_size]
                 adv = advantages[idx]
@@ -250,26 +153,41 @@ class PPO(OnPolicyAgent):
                 stats["value"].append(v_loss.item())
                 stats["entropy"].append(entropy.mean().item())
                 stats["clip_fraction"].append(((ratio - 1).abs() > clip).float().mean().item())
-        self._record_free_energy(v, logp, entropy)
-        return {k: float(np.mean(s)) for k, s in stats.items()}
+        return Update({k: float(np.mean(s)) for k, s in stats.items()}, rollout.delta,
+                      self._free_energy(v, logp, entropy))
 
 
-class Reinforce(OnPolicyAgent):
+class Reinforce(ActorCritic):
     """REINFORCE with the ventral V̂ as baseline: Φ = G_τ − V̂(z_τ), one gradient step per rollout."""
 
-    name = "reinforce"
-    config_cls = ReinforceConfig
+    name, config_cls = "reinforce", ReinforceConfig
 
-    def update(self, rollout: Rollout) -> dict[str, float]:
+    def update(self, rollout, *, progress: float, rng=None) -> Update:
         cfg = self.cfg
-        self._anneal()
-        flat = lambda x: x.reshape(-1, *x.shape[2:])
-        obs, actions = flat(rollout.obs), flat(rollout.actions)
-        adv, returns = flat(rollout.advantages), flat(rollout.returns)
+        self._anneal(progress)
+        obs, actions = _flat(rollout.states), _flat(rollout.actions)
+        adv, returns = _flat(rollout.advantages), _flat(rollout.returns)
         if cfg.normalize_advantage:
             adv = (adv - adv.mean()) / (adv.std() + 1e-8)
         logp, entropy, v, v_loss = self._loss_terms(obs, actions, returns)
         pg_loss = -(adv * logp).mean()
         self._step(pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy.mean())
-        self._record_free_energy(v, logp, entropy)
-        return {"policy": pg_loss.item(), "value": v_loss.item(), "entropy": entropy.mean().item()}
+        return Update({"policy": pg_loss.item(), "value": v_loss.item(),
+                       "entropy": entropy.mean().item()}, rollout.delta,
+                      self._free_energy(v, logp, entropy))
+
+
+class TDLambda(ActorCritic):
+    """TD(λ) policy evaluation: V̂ ≈ V_π of a fixed behaviour policy, by λ-returns."""
+
+    name, config_cls = "td_lambda", TDLambdaConfig
+
+    def update(self, rollout, *, progress: float, rng=None) -> Update:
+        self._anneal(progress)
+        obs, returns = _flat(rollout.states), _flat(rollout.returns)
+        for _ in range(self.cfg.n_epochs):
+            loss = 0.5 * (returns - self.value(obs)).pow(2).mean()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return Update({"value": loss.item()}, rollout.delta)

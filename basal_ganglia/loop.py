@@ -1,0 +1,357 @@
+"""The closed loop (DESIGN.md §8–9): one environment step read top to bottom.
+
+    observe x_t → perceive z_t → act a_t → step the environment → store in replay
+      → on schedule: world model, critics and policy learn → record
+
+`Agent` holds what plugs into the loop — an algorithm (networks + `update`), a perception
+(`cortex.perception`), a replay memory (`hippocampus.replay`) and the environment — and offers
+Stable-Baselines3's small surface: `learn(n)`, `act(obs)`, `evaluate(k)`. `learn` runs one of
+two plain loops: `run_off_policy` (one environment, replay; DQN, DDPG, SVG(0), SAC) or
+`run_on_policy` (vector environments, rollouts; REINFORCE, PPO, TD(λ)). Everything a loop
+needs between steps is a local variable of the loop: each `learn(n)` call starts fresh episodes
+and runs its own schedules (ε, annealing) over its n steps, while the networks, the replay
+memory and the step count carry over. What a loop records goes straight to the recorder under
+the names of `analysis.monitors` (per environment step: (step, env, …)); nothing is kept in RAM.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from basal_ganglia.returns import ESTIMATORS, td_errors
+from basal_ganglia.striatum import read_cortex
+from cortex.params import check_finite
+from cortex.perception import RawPerception
+from hippocampus.replay import ReplayMemory
+
+
+def env_factory(env) -> Callable[[], gym.Env]:
+    """A callable making fresh copies of `env` (an id, an instance or a factory)."""
+    if isinstance(env, str):
+        return lambda: gym.make(env)
+    if isinstance(env, gym.Env):
+        return lambda: copy.deepcopy(env)
+    if callable(env):
+        return env
+    raise ValueError(f"env must be an environment id, a gymnasium.Env or a factory, got {env!r}")
+
+
+def check_action_space(algo_cls, space: gym.Space) -> None:
+    """ValueError when the algorithm cannot act in `space` (naming what would)."""
+    discrete = isinstance(space, gym.spaces.Discrete)
+    if not discrete and not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1):
+        raise ValueError(f"{algo_cls.name}: unsupported action space {space}; need Discrete or "
+                         f"a 1-D Box")
+    if algo_cls.action_kind == "continuous" and discrete:
+        raise ValueError(f"{algo_cls.name} needs a continuous (Box) action space; this "
+                         f"environment has {space}. Use dqn, ppo or reinforce.")
+    if algo_cls.action_kind == "discrete" and not discrete:
+        raise ValueError(f"{algo_cls.name} needs a Discrete action space; this environment "
+                         f"has {space}. Use sac, ddpg, svg0 or ppo.")
+
+
+class Agent:
+    """An algorithm in the closed loop with a perception, a replay memory and an environment.
+
+    algo_cls: an algorithm class of `basal_ganglia.agents.ALGORITHMS`; cfg: its config;
+    env: an environment id, instance or factory; perception: the perception slot (default: the
+    raw observation); state_nodes: the perceived columns the policy and critics read (default:
+    all of the perception's). `num_steps` counts environment steps over every `learn` call.
+    """
+
+    def __init__(self, algo_cls, cfg, env, *, seed: int = 0, device="cpu", perception=None,
+                 state_nodes: tuple[str, ...] | None = None):
+        if not isinstance(cfg, algo_cls.config_cls):
+            raise ValueError(f"{algo_cls.name} needs a {algo_cls.config_cls.__name__}, got "
+                             f"{type(cfg).__name__}")
+        self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
+        self.make_env = env_factory(env)
+        self.env = self.make_env()
+        self.action_space = self.env.action_space
+        check_action_space(algo_cls, self.action_space)
+        self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        self.perception = perception or RawPerception(self.env.observation_space, self.device)
+        self.state_nodes = tuple(state_nodes or self.perception.nodes)
+        unknown = [n for n in self.state_nodes if n not in self.perception.dims]
+        if unknown:
+            raise ValueError(f"the policy and critics read column(s) {unknown} that the "
+                             f"perception does not offer; it has {list(self.perception.nodes)}")
+        from basal_ganglia.agents.config import Spaces
+
+        state_dim = sum(self.perception.dims[n] for n in self.state_nodes)
+        torch.manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.action_space.seed(seed)
+        self.algo = algo_cls(cfg, Spaces(state_dim, self.action_space), self.device)
+        self.memory = None
+        if hasattr(cfg, "buffer_size"):
+            self.memory = ReplayMemory(
+                cfg.buffer_size, self.env.observation_space.shape,
+                () if self.discrete else self.action_space.shape,
+                action_dtype=np.int64 if self.discrete else np.float32)
+        self.num_steps = 0
+
+    def state(self, perception, x, a_prev=None) -> torch.Tensor:
+        """z: (B, Σ d) — the configured columns of what `perception` makes of x: (B, d_x)."""
+        return read_cortex(perception.perceive(x, a_prev), self.state_nodes)
+
+    def act(self, obs, deterministic: bool = False):
+        """Action for one observation (d_x,) (an int or an (A,) array) or a batch (B, d_x)."""
+        obs = np.asarray(obs, np.float32)
+        single = obs.ndim == 1
+        z = self.state(self.perception, obs[None] if single else obs)
+        a = self.algo.act(z, deterministic=deterministic, rng=self.rng)
+        return to_env_action(self.action_space, a[0]) if single else a
+
+    def learn(self, steps: int, *, recorder=None, progress=None, callback=None,
+              eval_every: int = 0, eval_episodes: int = 5) -> "Agent":
+        """Train for `steps` environment steps (whole rollouts for on-policy algorithms).
+
+        recorder: an analysis.recording.Recorder or None; progress: a tqdm-like bar (updated
+        per env step); callback(agent) is called after every step (off-policy) or rollout
+        (on-policy) and may return False to stop; eval_every: env steps between deterministic
+        evaluations of `eval_episodes` episodes (0 = none). Returns self.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        loop = run_off_policy if self.memory is not None else run_on_policy
+        loop(self, steps, recorder=recorder, progress=progress, callback=callback,
+             eval_every=eval_every, eval_episodes=eval_episodes)
+        return self
+
+    def evaluate(self, episodes: int = 5, *, seed: int | None = None) -> np.ndarray:
+        """Returns of `episodes` episodes with deterministic actions on a fresh env copy."""
+        env, perception = self.make_env(), copy.copy(self.perception)
+        base = (self.seed + 10_000) if seed is None else seed
+        returns = []
+        for i in range(episodes):
+            obs, _ = env.reset(seed=base + i)
+            perception.reset()
+            total, done, a_prev = 0.0, False, None
+            while not done:
+                z = self.state(perception, obs[None], a_prev)
+                a = self.algo.act(z, deterministic=True, rng=self.rng)
+                obs, r, term, trunc, _ = env.step(to_env_action(self.action_space, a[0]))
+                total += float(r)
+                done, a_prev = term or trunc, a
+            returns.append(total)
+        env.close()
+        return np.asarray(returns)
+
+
+def to_env_action(space: gym.Space, a: np.ndarray):
+    """Tensor-side action → what env.step takes (int for Discrete, the array for Box)."""
+    return int(a) if isinstance(space, gym.spaces.Discrete) else a
+
+
+def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, callback=None,
+                   eval_every: int = 0, eval_episodes: int = 5) -> None:
+    """`steps` closed-loop steps with one environment and replay (DQN, DDPG, SVG(0), SAC)."""
+    algo, cfg, env, memory, perception = (agent.algo, agent.cfg, agent.env, agent.memory,
+                                          agent.perception)
+    key = f"{algo.name}.learning_rate"
+    obs, _ = env.reset(seed=agent.seed + agent.num_steps)
+    perception.reset()
+    a_prev, episode_return = None, 0.0
+    for i in range(steps):
+        agent.num_steps += 1
+        t = agent.num_steps
+        # perceive and act (uniformly random actions until learning starts)
+        z = agent.state(perception, obs[None], a_prev)
+        if t <= cfg.learning_starts:
+            action = env.action_space.sample()
+        else:
+            action = to_env_action(env.action_space,
+                                   algo.act(z, deterministic=False, rng=agent.rng,
+                                            progress=i / steps)[0])
+        # step the environment; without autoreset, next_obs is the final observation on
+        # truncation, which is what the target bootstraps from
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        memory.add(obs, action, reward, next_obs, terminated, truncated)
+        episode_return += float(reward)
+        if recorder is not None:
+            with torch.no_grad():
+                last = memory.latest(device=agent.device)
+                q = algo.q_value(last.obs, last.action)
+                delta = algo.target(last) - q
+            check_finite("Q̂", q, step=t, key=key, where="env step")
+            record_env_steps(recorder, obs[None, None], np.asarray(action)[None, None],
+                             [[reward]], [[terminated]], [[truncated]], q=q[None], delta=delta[None])
+        if terminated or truncated:
+            record_episode(recorder, episode_return, t)
+            obs, _ = env.reset()
+            perception.reset()
+            a_prev, episode_return = None, 0.0
+        else:
+            obs, a_prev = next_obs, np.asarray(action)[None]
+        # learn on schedule: critics and policy from replayed transitions
+        if t > cfg.learning_starts and t % cfg.train_freq == 0:
+            updates = [algo.update(perception.replayed(memory.sample(cfg.batch_size, agent.rng,
+                                                                      device=agent.device)))
+                       for _ in range(cfg.gradient_steps)]
+            record_updates(recorder, updates, t, key)
+        if cfg.target_update_interval and t % cfg.target_update_interval == 0:
+            algo.sync_targets()
+        maybe_evaluate(agent, recorder, t - 1, t, eval_every, eval_episodes)
+        if progress is not None:
+            progress.update()
+        if callback is not None and callback(agent) is False:
+            break
+
+
+@dataclass
+class Rollout:
+    """Tensors of shape (T, N[, …]) from one collection phase of N environments: the
+    observations x, the perceived states z the policy and V̂ read, and what followed."""
+
+    obs: np.ndarray
+    states: torch.Tensor
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    rewards: torch.Tensor
+    values: torch.Tensor
+    next_values: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+    delta: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def make_vector_env(agent: Agent, n: int) -> gym.vector.VectorEnv:
+    """n copies of the agent's environment in same-step autoreset mode, so that the
+    observation a finished step led to (`final_obs`) is at hand to bootstrap truncations."""
+    return gym.vector.SyncVectorEnv([agent.make_env for _ in range(n)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, recorder=None
+            ) -> tuple[Rollout, np.ndarray]:
+    """Step every environment `n_steps` times from `obs` (N, d_x); returns the rollout, with δ
+    (the dopamine of every step) and the advantages of the configured estimator, and the
+    observations to continue from. `episode_returns` (N,) is updated in place."""
+    algo, cfg, perception = agent.algo, agent.cfg, agent.perception
+    space = agent.action_space
+    buf = {k: [] for k in ("obs", "states", "actions", "log_probs", "values", "rewards",
+                           "final", "terminated", "truncated")}
+    for _ in range(cfg.n_steps):
+        z = agent.state(perception, obs)
+        with torch.no_grad():
+            a, logp = algo.policy.sample(z)
+            v = algo.value(z)
+        a_np = a.cpu().numpy()
+        next_obs, r, term, trunc, info = envs.step(
+            a_np if agent.discrete else np.clip(a_np, space.low, space.high))
+        final = next_obs.copy()
+        if "_final_obs" in info:
+            for i in np.flatnonzero(info["_final_obs"]):
+                final[i] = info["final_obs"][i]
+        for k, value in (("obs", obs), ("states", z), ("actions", a), ("log_probs", logp), ("values", v),
+                         ("rewards", r), ("final", final), ("terminated", term),
+                         ("truncated", trunc)):
+            buf[k].append(value)
+        episode_returns += r
+        agent.num_steps += len(r)
+        done = term | trunc
+        for i in np.flatnonzero(done):
+            record_episode(recorder, float(episode_returns[i]), agent.num_steps)
+            episode_returns[i] = 0.0
+        if done.any():
+            perception.reset(done)
+        obs = next_obs
+    t = {k: torch.stack(buf[k]) for k in ("states", "actions", "log_probs", "values")}
+    as_t = lambda x, dt=torch.float32: torch.as_tensor(np.asarray(x), dtype=dt,
+                                                       device=agent.device)
+    rewards = as_t(buf["rewards"])
+    terminated, truncated = as_t(buf["terminated"], torch.bool), as_t(buf["truncated"],
+                                                                      torch.bool)
+    with torch.no_grad():
+        final = as_t(buf["final"])
+        next_values = algo.value(agent.state(copy.copy(perception),
+                                             final.reshape(-1, final.shape[-1]))
+                                 ).reshape(rewards.shape)
+    adv = ESTIMATORS[cfg.advantage](rewards, t["values"], next_values, terminated, truncated,
+                                    cfg.gamma, cfg.gae_lambda)
+    delta = td_errors(rewards, t["values"], next_values, terminated, cfg.gamma)
+    rollout = Rollout(np.stack(buf["obs"]), t["states"], t["actions"], t["log_probs"], rewards, t["values"], next_values,
+                      terminated, truncated, delta, adv, adv + t["values"])
+    return rollout, obs
+
+
+def run_on_policy(agent: Agent, steps: int, *, recorder=None, progress=None, callback=None,
+                  eval_every: int = 0, eval_episodes: int = 5) -> None:
+    """At least `steps` environment steps in whole rollouts (REINFORCE, PPO, TD(λ))."""
+    algo, cfg = agent.algo, agent.cfg
+    key = f"{algo.name}.learning_rate"
+    envs = make_vector_env(agent, cfg.n_envs)
+    obs, _ = envs.reset(seed=agent.seed + agent.num_steps)
+    agent.perception.reset()
+    episode_returns = np.zeros(cfg.n_envs)
+    start = agent.num_steps
+    while agent.num_steps - start < steps:
+        before = agent.num_steps
+        rollout, obs = collect(agent, envs, obs, episode_returns, recorder)
+        if recorder is not None:
+            record_env_steps(recorder, rollout.obs, rollout.actions, rollout.rewards,
+                             rollout.terminated, rollout.truncated, value=rollout.values,
+                             delta=rollout.delta)
+        update = algo.update(rollout, progress=(agent.num_steps - start) / steps, rng=agent.rng)
+        record_updates(recorder, [update], agent.num_steps, key)
+        maybe_evaluate(agent, recorder, before, agent.num_steps, eval_every, eval_episodes)
+        if progress is not None:
+            progress.update(agent.num_steps - before)
+        if callback is not None and callback(agent) is False:
+            break
+    envs.close()
+
+
+def record_env_steps(recorder, obs, action, reward, terminated, truncated, *, q=None,
+                     value=None, delta=None) -> None:
+    """Rows of every per-step dataset: each argument is (T, env, …), T environment steps."""
+    rows = {"env/obs": _np(obs, np.float32), "env/action": _np(action),
+            "env/reward": _np(reward, np.float32), "env/terminated": _np(terminated, np.int8),
+            "env/truncated": _np(truncated, np.int8), "basal_ganglia/q": q,
+            "basal_ganglia/value": value, "basal_ganglia/dopamine": delta}
+    for name, row in rows.items():
+        if row is not None:
+            recorder.extend(name, row)
+
+
+def _np(x, dtype=None) -> np.ndarray:
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    return x if dtype is None else x.astype(dtype, copy=False)
+
+
+def record_episode(recorder, episode_return: float, env_step: int) -> None:
+    if recorder is not None:
+        recorder.append("rl/episode_return", episode_return)
+        recorder.append("rl/episode_env_step", env_step)
+
+
+def record_updates(recorder, updates: list, env_step: int, key: str) -> None:
+    """Check and record one training phase: the mean of each loss and free-energy term."""
+    losses = {k: float(np.mean([u.losses[k] for u in updates])) for k in updates[0].losses}
+    for name, value in losses.items():
+        check_finite(f"loss {name}", value, step=env_step, key=key, where="env step")
+    if recorder is None:
+        return
+    for name, value in losses.items():
+        recorder.append(f"rl/loss/{name}", value)
+    recorder.append("rl/update_env_step", env_step)
+    for term in updates[0].free_energy:
+        recorder.append(f"basal_ganglia/action_free_energy/{term}",
+                        float(np.mean([u.free_energy[term] for u in updates])))
+
+
+def maybe_evaluate(agent: Agent, recorder, before: int, after: int, every: int,
+                   episodes: int) -> None:
+    """Evaluate when the step count crossed a multiple of `every` between `before` and `after`."""
+    if recorder is not None and every and after // every > before // every:
+        recorder.append("rl/eval_return", float(agent.evaluate(episodes).mean()))
+        recorder.append("rl/eval_env_step", after)
