@@ -76,6 +76,7 @@ class Agent:
         self.action_space = self.env.action_space
         check_action_space(algo_cls, self.action_space)
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
+        self.n_actions = int(self.action_space.n) if self.discrete else None
         self.perception = perception or RawPerception(self.env.observation_space, self.device)
         self.state_nodes = tuple(state_nodes or self.perception.nodes)
         unknown = [n for n in self.state_nodes if n not in self.perception.dims]
@@ -190,12 +191,18 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
             a_prev, episode_return = None, 0.0
         else:
             obs, a_prev = next_obs, np.asarray(action)[None]
-        # learn on schedule: critics and policy from replayed transitions
+        # learn on schedule: the world model θ from replayed sequences (a perception with a
+        # model), then the critics and the policy φ from replayed transitions
         if t > cfg.learning_starts and t % cfg.train_freq == 0:
+            world = {}
+            if perception.sequence_length:
+                world = perception.learn(memory.sequences(
+                    cfg.batch_size, perception.sequence_length, agent.rng,
+                    layout=perception.layout, n_actions=agent.n_actions, device=agent.device))
             updates = [algo.update(perception.replayed(memory.sample(cfg.batch_size, agent.rng,
                                                                       device=agent.device)))
                        for _ in range(cfg.gradient_steps)]
-            record_updates(recorder, updates, t, key)
+            record_updates(recorder, updates, t, key, world)
         if cfg.target_update_interval and t % cfg.target_update_interval == 0:
             algo.sync_targets()
         maybe_evaluate(agent, recorder, t - 1, t, eval_every, eval_episodes)
@@ -334,9 +341,12 @@ def record_episode(recorder, episode_return: float, env_step: int) -> None:
         recorder.append("rl/episode_env_step", env_step)
 
 
-def record_updates(recorder, updates: list, env_step: int, key: str) -> None:
-    """Check and record one training phase: the mean of each loss and free-energy term."""
+def record_updates(recorder, updates: list, env_step: int, key: str,
+                   world: dict[str, float] | None = None) -> None:
+    """Check and record one training phase: the mean of each loss and free-energy term, and
+    the world model's losses (`world`, recorded as rl/loss/world_<name>)."""
     losses = {k: float(np.mean([u.losses[k] for u in updates])) for k in updates[0].losses}
+    losses.update({f"world_{k}": v for k, v in (world or {}).items()})
     for name, value in losses.items():
         check_finite(f"loss {name}", value, step=env_step, key=key, where="env step")
     if recorder is None:

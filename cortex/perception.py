@@ -9,6 +9,8 @@ columns the configuration names (`basal_ganglia.striatum.read_cortex`). Its cont
     replayed(batch) -> batch    the states of replayed transitions (a model re-infers them)
     learn(sequences) -> dict    one world-model step on replayed sequences; returns its losses
     nodes, dims                 the columns it offers and their widths
+    sequence_length, layout     the replayed window its world model learns from (0: no model)
+                                and which observation dimensions each observed column takes
 
 `RawPerception` is the observation itself, as the single column `x`: the agents of the RL
 literature. A perception replaces its state tensors rather than mutating them, so a shallow
@@ -26,6 +28,8 @@ class RawPerception:
     """z = {"x": x_t}: no model, nothing to learn."""
 
     node = "x"
+    sequence_length = 0  # no world model
+    layout = None
 
     def __init__(self, observation_space: gym.Space, device: torch.device | str = "cpu"):
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:

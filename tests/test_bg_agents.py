@@ -90,7 +90,7 @@ class TwoColumnPerception:
     def __init__(self, d: int):
         self.dims = {"x": d, "noise": 5}
         self.nodes = tuple(self.dims)
-        self.sequence_length = 0
+        self.sequence_length, self.layout = 0, None
         self.resets = 0
 
     def reset(self, done=None):
@@ -105,6 +105,36 @@ class TwoColumnPerception:
 
     def learn(self, sequences):
         return {}
+
+
+class WorldModelProbe(TwoColumnPerception):
+    """A perception whose world model only checks what replay hands it."""
+
+    def __init__(self, d: int):
+        super().__init__(d)
+        self.sequence_length = 6
+        self.layout = {"angle": [0, 1], "velocity": [2]}
+        self.seen = []
+
+    def learn(self, sequences):
+        self.seen.append(sequences)
+        return {"energy": float(sequences.obs["angle"].pow(2).mean())}
+
+
+def test_the_loop_trains_the_world_model_on_replayed_sequences_in_the_cortex_layout(tmp_path):
+    probe = WorldModelProbe(3)
+    agent = make_agent("sac", "Pendulum-v1", seed=0, perception=probe, state_nodes=("x",),
+                       **dict(OFF, train_freq=25))
+    with Recorder(tmp_path / "w.h5", sim="rl", seed=0, config={}) as rec:
+        agent.learn(150, recorder=rec)
+    assert len(probe.seen) == (150 - 50) // 25
+    for seq in probe.seen:
+        assert seq.obs["angle"].shape == (6, 16, 2) and seq.obs["velocity"].shape == (6, 16, 1)
+        assert seq.actions.shape == (6, 16, 1)
+        # consecutive steps of one episode: each next observation is the following observation
+        assert torch.equal(seq.next_obs["angle"][:-1], seq.obs["angle"][1:])
+    with Recording(tmp_path / "w.h5") as r:
+        assert r.shape("rl/loss/world_energy") == r.shape("rl/update_env_step") == (4,)
 
 
 @pytest.mark.parametrize("algo", ["sac", "ppo"])
