@@ -2,11 +2,12 @@
 follows the naming gets them:
 
 - `metrics/<name>` — one value per evaluation, against `metrics/epoch` when present;
-- `cortex/free_energy_trace` — (n_rows, K+1): F at each of the K inference iterations (and the
-  initial state) for a few recorded training batches; `cortex/free_energy_trace_step` (n_rows,) is
-  the training step of each row;
-- `cortex/<node>/error` — RMS prediction error of each node per training step (per-step vectors
-  are reduced to their RMS), and `cortex/free_energy` per training step.
+- `cortex/free_energy_trace` — (n_rows, K+1): F before each of the K inference iterations and
+  after the last, for a few recorded training batches; `cortex/free_energy_trace_step` (n_rows,)
+  is the training step of each row;
+- `cortex/<node>/error_rms` — RMS prediction error of each node per training step, or
+  `cortex/<node>/error`, the error vectors (step, env, d), reduced to their RMS per step; and
+  `cortex/free_energy` per step.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def learning_curves(rec: Recording):
 
 @figure("free_energy_trace")
 def free_energy_trace(rec: Recording):
-    """F over inference iterations for a few training batches, early (dark) to late (light)."""
+    """How far inference lowers F over its iterations, for a few training batches, early (dark)
+    to late (light): F minus its value at the initial state. (Its log-normaliser is constant
+    during inference, so the drop is that of the prediction-error energy, and a batch late in
+    training is not flattened against the normaliser.)"""
     if "cortex/free_energy_trace" not in rec:
         return None
     trace = finite(rec["cortex/free_energy_trace"])
@@ -70,12 +74,13 @@ def free_energy_trace(rec: Recording):
     norm = colors.Normalize(vmin=float(steps[rows[0]]), vmax=float(max(steps[rows[-1]], steps[rows[0]] + 1)))
     fig, ax = new_figure(title="Free energy during inference")
     iterations = np.arange(trace.shape[1])
+    drop = trace - trace[:, :1]
     for row in rows:
-        ax.plot(iterations, trace[row], color=cm.viridis(norm(steps[row])))
-    log_scale_if_positive(ax, trace[rows])
+        ax.plot(iterations, drop[row], color=cm.viridis(norm(steps[row])))
+    ax.axhline(0.0, color="0.5", lw=0.8, ls=":")
     ax.set_xlabel("inference iteration")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(axis_label("free energy F", rec.attrs("cortex/free_energy_trace").get("units")))
+    ax.set_ylabel(axis_label("F − F(initial state)", rec.attrs("cortex/free_energy_trace").get("units")))
     fig.colorbar(cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="training step")
     return fig
 
@@ -83,8 +88,8 @@ def free_energy_trace(rec: Recording):
 @figure("node_errors")
 def node_errors(rec: Recording):
     """RMS prediction error of every node over training, and the free energy when recorded."""
-    names = [name for name in rec.datasets()
-             if name.startswith("cortex/") and name.endswith("/error") and name.count("/") == 2]
+    names = [name for name in rec.datasets() if name.startswith("cortex/") and name.count("/") == 2
+             and name.endswith(("/error", "/error_rms"))]
     if not names:
         return None
     has_f = "cortex/free_energy" in rec

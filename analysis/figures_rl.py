@@ -1,11 +1,11 @@
 """Figures of basal-ganglia runs, found by dataset name (DESIGN §7):
 
 - `conditioning_dopamine` — δ over trial time for an early, a middle and the last trial and the
-  omission probe (`basal_ganglia/dopamine` of shape (trials, T), `conditioning/*`), and δ of
-  every trial as an image;
+  omission probe, and δ of every trial as an image (`basal_ganglia/dopamine` (step, 1) placed by
+  `conditioning/trial` and `conditioning/time`);
 - `rl_returns` — training episode returns and evaluation returns against env steps;
 - `rl_losses` — every `rl/loss/<name>` against env steps;
-- `rl_dopamine` — the dopamine δ over training (per step, or per rollout flattened);
+- `rl_dopamine` — the dopamine δ (step, env) of a training run against environment steps;
 - `action_free_energy` — the six terms under `basal_ganglia/action_free_energy/` per update.
 """
 
@@ -26,11 +26,15 @@ def _smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 @figure("conditioning_dopamine")
 def conditioning_dopamine(rec: Recording):
-    if "conditioning/cs_time" not in rec or "basal_ganglia/dopamine" not in rec:
+    """δ over trial time for the first, a middle and the last trial and the omission probe, and
+    every trial as an image. Each step's δ_t is drawn at trial time t + 1, the state its
+    transition leads into: the CS and US responses sit at the CS and US times."""
+    names = ("basal_ganglia/dopamine", "conditioning/trial", "conditioning/time",
+             "conditioning/cs_time", "conditioning/us_time")
+    if any(name not in rec for name in names):
         return None
-    delta = finite(rec["basal_ganglia/dopamine"])
-    if delta.ndim != 2:
-        return None
+    delta = _by_trial(finite(rec["basal_ganglia/dopamine"])[:, 0], rec["conditioning/trial"],
+                      rec["conditioning/time"])
     cs, us = int(rec["conditioning/cs_time"]), int(rec["conditioning/us_time"])
     t = np.arange(delta.shape[1])
     fig, (ax, im_ax) = new_figure(1, 2, width=10.0, height=3.6,
@@ -42,8 +46,9 @@ def conditioning_dopamine(rec: Recording):
     for i, label in ((0, "first"), (middle, "middle"), (n - 1, "last")):
         ax.plot(t, delta[i], marker="o", markersize=2.5, label=f"{label} trial ({i + 1})")
     if "conditioning/omission_dopamine" in rec:
-        ax.plot(t, finite(rec["conditioning/omission_dopamine"]), "k--", marker="x",
-                markersize=3, label="omission probe")
+        omission = finite(rec["conditioning/omission_dopamine"])
+        ax.plot(1 + np.arange(len(omission)), omission, "k--", marker="x", markersize=3,
+                label="omission probe")
     for x, name in ((cs, "CS"), (us, "US")):
         ax.axvline(x, color="0.5", lw=0.8, ls=":")
         ax.text(x, ax.get_ylim()[1], name, ha="center", va="bottom", fontsize=8)
@@ -58,6 +63,16 @@ def conditioning_dopamine(rec: Recording):
     im_ax.grid(False)
     fig.colorbar(image, ax=im_ax, label="δ")
     return fig
+
+
+def _by_trial(delta: np.ndarray, trial: np.ndarray, time: np.ndarray) -> np.ndarray:
+    """Per-step δ_t (step,) as (trials, trial_length): row = trial, column t + 1 = the trial
+    time the step leads into; column 0 (no step leads into a trial's start) is NaN."""
+    steps = min(len(delta), len(trial), len(time))  # a killed run may end between appends
+    delta, trial, time = delta[:steps], trial[:steps], time[:steps]
+    grid = np.full((int(trial.max()) + 1, int(time.max()) + 2), np.nan)
+    grid[trial, time + 1] = delta
+    return grid
 
 
 @figure("rl_returns")
@@ -98,16 +113,20 @@ def rl_losses(rec: Recording):
 
 @figure("rl_dopamine")
 def rl_dopamine(rec: Recording):
-    if "basal_ganglia/dopamine" not in rec or "conditioning/cs_time" in rec:
+    if "basal_ganglia/dopamine" not in rec or "rl/episode_return" not in rec:
         return None
-    delta = finite(rec["basal_ganglia/dopamine"]).reshape(-1)
+    delta = finite(rec["basal_ganglia/dopamine"])  # (step, env)
+    n_envs = delta.shape[1]
+    steps = (np.arange(len(delta)) + 1) * n_envs  # environment steps taken after each row
     fig, ax = new_figure(title="Dopamine δ (TD error) during training")
-    ax.plot(delta, ",", alpha=0.3, label="δ per step")
-    window = max(1, len(delta) // 200)
+    ax.plot(steps, delta[:, 0], ",", alpha=0.3,
+            label="δ per step" + (" (environment 0)" if n_envs > 1 else ""))
+    magnitude = np.abs(delta).mean(1)
+    window = max(1, len(magnitude) // 200)
     if window > 1:
-        ax.plot(np.arange(window - 1, len(delta)), _smooth(np.abs(delta), window),
-                label=f"|δ|, mean of {window}")
-    ax.set_xlabel("recorded step")
+        ax.plot(steps[window - 1:], _smooth(magnitude, window),
+                label=f"|δ|, mean of {window} steps" + (f" × {n_envs} envs" if n_envs > 1 else ""))
+    ax.set_xlabel("environment steps")
     ax.set_ylabel("δ")
     ax.legend()
     return fig

@@ -2,7 +2,9 @@
 `key=value` overrides.
 
 The dataclass is the single description of a config: field types drive the parsing, defaults are
-the defaults and `field(metadata={"help": ...})` is the documentation `describe_config` prints.
+the defaults, and a field's metadata (`cortex.params.param`: its help text and admissible values)
+is the documentation `describe_config` prints. The dataclass validates itself at construction
+(`__post_init__`), so a value out of range fails here, naming the key, before anything runs.
 A field whose type is itself a config dataclass is a nested section: a table in the file and a
 dotted key (`cortex.lr=0.01`) on the command line. Every error names the offending key.
 """
@@ -49,12 +51,32 @@ def build_config(cls: type, path=None, overrides: Sequence[str] = ()) -> Any:
 
 
 def describe_config(cls: type) -> str:
-    """One entry per field: `name: type = default` and its help text, nested fields dotted."""
+    """One entry per field: `name: type = default` and its help text with the values it admits
+    (e.g. "(>= 1)", "(one of: point, laplace)"), nested fields dotted."""
     lines = []
     for key, typ, field in _leaf_fields(cls):
         lines.append(f"{key}: {_type_name(typ)} = {_format_default(field)}")
-        lines.append(f"    {field.metadata.get('help', '')}")
+        admits = _admissible(field.metadata, typ)
+        help_text = field.metadata.get("help", "")
+        lines.append(f"    {help_text} ({admits})" if admits else f"    {help_text}")
     return "\n".join(lines)
+
+
+def _admissible(meta, typ: Any) -> str:
+    """The range or choices of a `cortex.params.param` field as text, "" when unconstrained."""
+    if meta.get("choices") is not None:
+        return "one of: " + ", ".join(map(str, meta["choices"]))
+    low = next(((word, meta[b]) for b, word in (("ge", "["), ("gt", "(")) if meta.get(b) is not None), None)
+    high = next(((word, meta[b]) for b, word in (("le", "]"), ("lt", ")")) if meta.get(b) is not None), None)
+    if low and high:
+        text = f"in {low[0]}{low[1]}, {high[1]}{high[0]}"
+    elif low:
+        text = f"{'>=' if low[0] == '[' else '>'} {low[1]}"
+    elif high:
+        text = f"{'<=' if high[0] == ']' else '<'} {high[1]}"
+    else:
+        return ""
+    return f"each {text}" if typing.get_origin(typ) is tuple else text
 
 
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -99,7 +121,10 @@ def _instantiate(cls: type, values: dict[str, Any], prefix: str) -> Any:
     for field in dataclasses.fields(cls):
         key = f"{prefix}{field.name}"
         if _is_section(hints[field.name]):
-            kwargs[field.name] = _instantiate(hints[field.name], values, f"{key}.")
+            try:
+                kwargs[field.name] = _instantiate(hints[field.name], values, f"{key}.")
+            except ValueError as error:  # a section validates itself without knowing its key
+                raise ValueError(f"section {key!r}: {error}") from None
         elif key in values:
             kwargs[field.name] = values[key]
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:

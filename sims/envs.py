@@ -27,6 +27,8 @@ class PavlovianConditioning(gym.Env):
         if not 0 <= cs_time < cs_time + delay < trial_length:
             raise ValueError(f"need 0 <= cs_time < cs_time + delay < trial_length, got "
                              f"cs_time={cs_time}, delay={delay}, trial_length={trial_length}")
+        if not 0 <= omission_prob <= 1:
+            raise ValueError(f"omission_prob must be a probability in [0, 1], got {omission_prob}")
         self.trial_length, self.cs_time, self.delay = trial_length, cs_time, delay
         self.us_time = cs_time + delay
         self.reward, self.omission_prob = float(reward), float(omission_prob)

@@ -6,35 +6,57 @@ both, infers the hidden columns and applies the local weight rule; testing frees
 and reads it out after inference. A backprop MLP of the same shape, the same initial weights
 and the same squared-error objective trains on the same batches in the same run.
 
+Recorded per training step: ``cortex/free_energy`` (batch-mean F at the converged state, with its
+log-normaliser), ``cortex/energy`` (the same without it, 1/2 eps^T Pi eps) and
+``cortex/<node>/error_rms``; every ``trace_every`` steps ``cortex/free_energy_trace`` (F over the
+inference iterations); per epoch ``metrics/*`` (accuracies of both networks, their losses). A
+free energy or backprop loss that becomes non-finite or explodes stops the run (key ``lr``).
+
 Summary figures: ``pc_test_accuracy``, ``bp_test_accuracy`` (fractions, last epoch),
 ``pc_seconds_per_epoch``, ``bp_seconds_per_epoch`` (wall clock of the training passes).
 """
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from cortex import InferenceConfig, PCModel, chain, infer
+from cortex.activations import ACTIVATIONS
 from cortex.learning import learn_step
+from cortex.params import check_finite, param, validate
 from sims.registry import Simulation, register
 from sims.runner import Context
 
 
+N_DIGITS, N_CLASSES = 1797, 10  # scikit-learn's digits
+
+
 @dataclass(frozen=True)
 class PCDigitsConfig:
-    hidden: tuple[int, ...] = field(default=(128, 128), metadata={"help": "widths of the hidden columns, top to bottom"})
-    activation: str = field(default="tanh", metadata={"help": "f of the hidden columns"})
-    epochs: int = field(default=30, metadata={"help": "passes over the training split"})
-    batch_size: int = field(default=32, metadata={"help": "samples per learning step"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam step size on theta (both networks)"})
-    inference_steps: int = field(default=20, metadata={"help": "inference iterations per training batch"})
-    inference_lr: float = field(default=0.1, metadata={"help": "inference step size on z"})
-    test_fraction: float = field(default=0.2, metadata={"help": "held-out share of the 1797 digits (stratified)"})
-    trace_every: int = field(default=20, metadata={"help": "record F over inference iterations every N batches"})
+    hidden: tuple[int, ...] = param((128, 128), "widths of the hidden columns, top to bottom", ge=1)
+    activation: str = param("tanh", "f of the hidden columns", choices=ACTIVATIONS)
+    epochs: int = param(30, "passes over the training split", ge=1)
+    batch_size: int = param(32, "samples per learning step", ge=1)
+    lr: float = param(1e-3, "Adam step size on theta (both networks)", gt=0)
+    inference_steps: int = param(20, "inference iterations per training batch", ge=1)
+    inference_lr: float = param(0.1, "inference step size on z", gt=0)
+    test_fraction: float = param(0.2, "held-out share of the 1797 digits (stratified)", gt=0, lt=1)
+    trace_every: int = param(20, "record F over inference iterations every N batches", ge=1)
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.hidden:
+            raise ValueError("config key 'hidden' needs at least one hidden column width")
+        n_test = math.ceil(self.test_fraction * N_DIGITS)
+        if not N_CLASSES <= n_test <= N_DIGITS - N_CLASSES:
+            raise ValueError(f"config key 'test_fraction' = {self.test_fraction} leaves {n_test} test and "
+                             f"{N_DIGITS - n_test} training digits; a stratified split needs at least "
+                             f"{N_CLASSES} in each")
 
 
 def load_digits_split(test_fraction: float, seed: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -42,8 +64,6 @@ def load_digits_split(test_fraction: float, seed: int) -> tuple[Tensor, Tensor, 
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     digits = load_digits()
     x_tr, x_te, y_tr, y_te = train_test_split(
         digits.data.astype(np.float32), digits.target, test_size=test_fraction,
@@ -86,11 +106,6 @@ def accuracy(scores: Tensor, labels: Tensor) -> float:
 
 
 def run(cfg: PCDigitsConfig, ctx: Context) -> dict:
-    if not cfg.hidden or any(h <= 0 for h in cfg.hidden):
-        raise ValueError(f"hidden must be positive widths, got {cfg.hidden}")
-    for key in ("epochs", "batch_size", "inference_steps", "trace_every"):
-        if getattr(cfg, key) <= 0:
-            raise ValueError(f"{key} must be positive, got {getattr(cfg, key)}")
     rec, dev = ctx.recorder, ctx.device
     x_tr, y_tr, x_te, y_te = (t.to(dev) for t in load_digits_split(cfg.test_fraction, ctx.seed))
     targets = nn.functional.one_hot(y_tr, 10).float()
@@ -128,21 +143,20 @@ def run(cfg: PCDigitsConfig, ctx: Context) -> dict:
             pc_time, bp_time = pc_time + t1 - t0, bp_time + t2 - t1
 
             log_norm = model.log_normalizer()
-            energy = (beliefs.free_energy.mean() - log_norm).item()
+            free_energy = beliefs.free_energy.mean()
+            energy = (free_energy - log_norm).item()
             pc_energy.append(energy)
             bp_loss.append(loss.item())
-            rec.append("cortex/free_energy", energy, units="nats",
-                       description="batch-mean prediction-error energy 1/2 eps^T Pi eps at the converged state, per training step")
+            rec.append("cortex/free_energy", free_energy.item())
+            rec.append("cortex/energy", energy)
             for name in names[1:]:
-                rms = beliefs.error(name).pow(2).mean().sqrt().item()
-                rec.append(f"cortex/{name}/error", rms, units="a.u.",
-                           description=f"RMS prediction error of column {name} at the converged state, per training step")
+                rec.append(f"cortex/{name}/error_rms", beliefs.error(name).pow(2).mean().sqrt().item())
             if step % cfg.trace_every == 0:
-                rec.append("cortex/free_energy_trace", (beliefs.trace - log_norm).cpu(), units="nats",
-                           description="batch-mean prediction-error energy before each inference iteration and after the last "
-                                       "(F minus its log-normaliser, which is constant during inference)")
-                rec.append("cortex/free_energy_trace_step", step, units="training step",
-                           description="training step of each row of cortex/free_energy_trace")
+                rec.append("cortex/free_energy_trace", beliefs.trace.cpu())
+                rec.append("cortex/free_energy_trace_step", step)
+            # Both networks share `lr`; a step size too large for either shows first in its loss.
+            check_finite("PC free energy F", free_energy, step=step, key="lr", where="training step")
+            check_finite("backprop loss", bp_loss[-1], step=step, key="lr", where="training step")
             step += 1
 
         with torch.no_grad():

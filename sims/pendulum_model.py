@@ -14,7 +14,12 @@ Summary figures: ``prediction_error_10`` (mean squared error of the imagined obs
 ``horizon`` steps ahead, summed over observation dimensions) and ``nochange_error_10`` (the
 same for predicting that nothing changes), and their ratio ``improvement_10``; with
 ``validation_episodes`` they are those of the epoch with the lowest validation error
-(``selected_epoch``), while ``metrics/`` keeps every epoch's test figures.
+(``selected_epoch``), while ``metrics/`` keeps every epoch's test figures. Recorded per
+training batch: ``cortex/free_energy`` (F per time step with its log-normalisers, batch mean; its
+expectation under q for the Laplace posterior), which stops the run when it becomes non-finite
+or explodes (key ``lr``), ``cortex/<node>/error_rms`` and, for learned precisions,
+``cortex/<node>/precision``; at the end ``pendulum/*`` (errors against the horizon, one imagined
+episode).
 
 With the point-mass posterior (``posterior="point"``, the default) the partially observed
 variant learns to about 2.5x, while a model that learned with the velocity observed reaches 12x
@@ -28,67 +33,87 @@ validation episodes (3-37x at the last epoch); ``benchmarks/RESULTS.md`` gives t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import networkx as nx
 import torch
 from torch import Tensor
 
 from cortex import InferenceConfig, PCModel, rollout, run_sequence
+from cortex.activations import ACTIVATIONS
 from cortex.laplace import expected_free_energy, laplace_filter, learn_sequences_laplace, mean_errors
+from cortex.params import check_finite, param, validate
 from sims.registry import Simulation, register
 from sims.runner import Context
 
 
 @dataclass(frozen=True)
 class PendulumModelConfig:
-    partial: bool = field(default=False, metadata={"help": "observe (cos, sin) only: the velocity must be inferred"})
-    hidden: tuple[int, ...] = field(default=(32,), metadata={
-        "help": "widths of the hidden temporal columns, top first; each predicts the next, the last "
-                "predicts x"})
-    activation: str = field(default="tanh", metadata={"help": "f of the hidden column"})
-    posterior: str = field(default="point", metadata={
-        "help": "point: the point-mass posterior with the local rule (DESIGN.md section 3); laplace: a "
-                "Gaussian posterior (extended Kalman filter), learned by EM with the smoother and "
-                "closed-form precisions (cortex.laplace; one hidden column, window 1)"})
-    obs_precision: float = field(default=1.0, metadata={"help": "precision of the observation column x (1/variance)"})
-    state_precision: float = field(default=1.0, metadata={
-        "help": "initial precision of the hidden column (1/variance of its transition noise)"})
-    precision_rate: float = field(default=0.05, metadata={
-        "help": "laplace: share of the way each batch moves the precisions to their closed-form M-step"})
-    min_variance: float = field(default=1e-5, metadata={
-        "help": "laplace: floor of every learned variance 1/precision"})
-    grad_clip: float = field(default=0.0, metadata={
-        "help": "laplace: rescale each EM step's weight gradient to at most this norm (0 = off)"})
-    lr_schedule: str = field(default="constant", metadata={
-        "help": "constant, or cosine: the step size falls to 0 over the run along a half cosine"})
-    dropout: float = field(default=0.0, metadata={
-        "help": "share of training steps whose observation is withheld (the model must bridge the "
-                "gap with its own prior, which teaches multi-step consistency)"})
-    window: int = field(default=1, metadata={"help": "steps re-inferred together (1 = filtering)"})
-    epochs: int = field(default=8, metadata={"help": "passes over the training episodes"})
-    train_episodes: int = field(default=512, metadata={"help": "training episodes"})
-    test_episodes: int = field(default=64, metadata={"help": "held-out episodes"})
-    episode_steps: int = field(default=60, metadata={"help": "time steps per episode"})
-    batch: int = field(default=32, metadata={"help": "episodes per learning batch"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam step size on theta (one step per time step)"})
-    weight_decay: float = field(default=0.0, metadata={
-        "help": "decoupled weight decay on every parameter (AdamW): bounds the readout's growth, but "
-                "also shrinks U; see benchmarks/RESULTS.md"})
-    inference_steps: int = field(default=20, metadata={"help": "inference iterations per time step"})
-    inference_lr: float = field(default=0.1, metadata={"help": "inference step size"})
-    inference_momentum: float = field(default=0.0, metadata={
-        "help": "heavy-ball momentum of inference (a window of W steps needs more iterations to "
-                "converge than one step: momentum gets there in fewer)"})
-    validation_episodes: int = field(default=0, metadata={
-        "help": "0: report the model of the last epoch; n: also simulate n validation episodes and report "
-                "(on the held-out test episodes) the model of the epoch with the lowest validation error"})
-    horizon: int = field(default=10, metadata={"help": "imagination horizon n of the headline error"})
-    warmup: int = field(default=20, metadata={"help": "filtering steps before the first imagined start point"})
-    dt: float = field(default=0.05, metadata={"help": "time step (s)"})
-    damping: float = field(default=0.2, metadata={"help": "viscous damping (1/s)"})
-    max_torque: float = field(default=2.0, metadata={"help": "torques are uniform in +-max_torque"})
-    hold: int = field(default=5, metadata={"help": "steps each random torque is held"})
+    partial: bool = param(False, "observe (cos, sin) only: the velocity must be inferred")
+    hidden: tuple[int, ...] = param(
+        (32,), "widths of the hidden temporal columns, top first; each predicts the next, the last predicts x", ge=1)
+    activation: str = param("tanh", "f of the hidden column", choices=ACTIVATIONS)
+    posterior: str = param(
+        "point", "point: the point-mass posterior with the local rule (DESIGN.md section 3); laplace: a "
+        "Gaussian posterior (extended Kalman filter), learned by EM with the smoother and closed-form "
+        "precisions (cortex.laplace; one hidden column, window 1, no dropout)", choices=("point", "laplace"))
+    obs_precision: float = param(1.0, "precision of the observation column x (1/variance)", gt=0)
+    state_precision: float = param(1.0, "initial precision of the hidden column (1/variance of its transition noise)",
+                                   gt=0)
+    precision_rate: float = param(
+        0.05, "laplace: share of the way each batch moves the precisions to their closed-form M-step", ge=0, le=1)
+    min_variance: float = param(1e-5, "laplace: floor of every learned variance 1/precision", gt=0)
+    grad_clip: float = param(
+        0.0, "laplace: rescale each EM step's weight gradient to at most this norm (0 = off)", ge=0)
+    lr_schedule: str = param(
+        "constant", "constant, or cosine: the step size falls to 0 over the run along a half cosine",
+        choices=("constant", "cosine"))
+    dropout: float = param(
+        0.0, "share of training steps whose observation is withheld (the model must bridge the gap with its "
+        "own prior, which teaches multi-step consistency)", ge=0, lt=1)
+    window: int = param(1, "steps re-inferred together (1 = filtering)", ge=1)
+    epochs: int = param(8, "passes over the training episodes", ge=1)
+    train_episodes: int = param(512, "training episodes", ge=1)
+    test_episodes: int = param(64, "held-out episodes", ge=1)
+    episode_steps: int = param(60, "time steps per episode; more than warmup + horizon", ge=2)
+    batch: int = param(32, "episodes per learning batch", ge=1)
+    lr: float = param(1e-3, "Adam step size on theta (one step per time step)", gt=0)
+    weight_decay: float = param(
+        0.0, "decoupled weight decay on every parameter (AdamW): bounds the readout's growth, but also "
+        "shrinks U; see benchmarks/RESULTS.md", ge=0)
+    inference_steps: int = param(20, "inference iterations per time step", ge=0)
+    inference_lr: float = param(0.1, "inference step size", gt=0)
+    inference_momentum: float = param(
+        0.0, "heavy-ball momentum of inference (a window of W steps needs more iterations to converge "
+        "than one step: momentum gets there in fewer)", ge=0, lt=1)
+    validation_episodes: int = param(
+        0, "0: report the model of the last epoch; n: also simulate n validation episodes and report (on "
+        "the held-out test episodes) the model of the epoch with the lowest validation error", ge=0)
+    horizon: int = param(10, "imagination horizon n of the headline error", ge=1)
+    warmup: int = param(20, "filtering steps before the first imagined start point", ge=0)
+    dt: float = param(0.05, "time step (s)", gt=0)
+    damping: float = param(0.2, "viscous damping (1/s)", ge=0)
+    max_torque: float = param(2.0, "torques are uniform in +-max_torque", ge=0)
+    hold: int = param(5, "steps each random torque is held", ge=1)
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.hidden:
+            raise ValueError("config key 'hidden' needs at least one hidden column width")
+        if self.warmup + self.horizon >= self.episode_steps:
+            raise ValueError(f"config key 'episode_steps' = {self.episode_steps} must exceed warmup + horizon "
+                             f"= {self.warmup + self.horizon}: no start point is left to imagine from")
+        if self.posterior == "laplace":
+            for key, ok, want in (("hidden", len(self.hidden) == 1, "one hidden column"),
+                                  ("window", self.window == 1, "window=1 (the filter; learning smooths whole "
+                                                               "episodes)"),
+                                  ("dropout", self.dropout == 0, "dropout=0")):
+                if not ok:
+                    raise ValueError(f"config key {key!r}: posterior='laplace' needs {want}, got "
+                                     f"{key}={getattr(self, key)}")
+        elif self.grad_clip:
+            raise ValueError(f"config key 'grad_clip' applies to posterior='laplace' only, got "
+                             f"grad_clip={self.grad_clip} with posterior='point'")
 
 
 def simulate(cfg: PendulumModelConfig, episodes: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
@@ -193,34 +218,6 @@ def imagination_errors(model: PCModel, x: Tensor, u: Tensor, cfg: PendulumModelC
 
 
 def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
-    if not cfg.hidden or min(cfg.hidden) < 1:
-        raise ValueError(f"hidden must be positive widths, got {cfg.hidden}")
-    for key in ("window", "epochs", "train_episodes", "test_episodes", "batch", "horizon", "hold"):
-        if getattr(cfg, key) < 1:
-            raise ValueError(f"{key} must be >= 1, got {getattr(cfg, key)}")
-    if cfg.weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {cfg.weight_decay}")
-    if not 0 <= cfg.dropout < 1:
-        raise ValueError(f"dropout must be in [0, 1), got {cfg.dropout}")
-    if cfg.validation_episodes < 0:
-        raise ValueError(f"validation_episodes must be >= 0, got {cfg.validation_episodes}")
-    for key in ("obs_precision", "state_precision", "min_variance"):
-        if not getattr(cfg, key) > 0:
-            raise ValueError(f"{key} must be > 0, got {getattr(cfg, key)}")
-    if cfg.grad_clip < 0 or (cfg.grad_clip and cfg.posterior != "laplace"):
-        raise ValueError(f"grad_clip must be >= 0 and applies to posterior='laplace' only, got {cfg.grad_clip}")
-    if cfg.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {cfg.lr_schedule!r}")
-    if cfg.posterior not in ("point", "laplace"):
-        raise ValueError(f"posterior must be 'point' or 'laplace', got {cfg.posterior!r}")
-    if cfg.posterior == "laplace":
-        for key, ok, want in (("hidden", len(cfg.hidden) == 1, "one hidden column"),
-                              ("window", cfg.window == 1, "window=1 (the filter; learning smooths whole episodes)"),
-                              ("dropout", cfg.dropout == 0, "dropout=0")):
-            if not ok:
-                raise ValueError(f"posterior='laplace' needs {want}; got {key}={getattr(cfg, key)}")
-    if cfg.warmup + cfg.horizon >= cfg.episode_steps:
-        raise ValueError(f"episode_steps={cfg.episode_steps} must exceed warmup + horizon = {cfg.warmup + cfg.horizon}")
     rec, dev = ctx.recorder, ctx.device
     x_tr, u_tr, _ = simulate(cfg, cfg.train_episodes, ctx.generator)
     x_te, u_te, state_te = simulate(cfg, cfg.test_episodes, ctx.generator)
@@ -236,21 +233,20 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
     infer_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr, momentum=cfg.inference_momentum)
 
     best: tuple[float, int, dict] | None = None   # validation error, epoch, parameters
+    batches = 0
     bar = ctx.progress(range(cfg.epochs), desc="pendulum-model", unit="epoch")
     for epoch in bar:
         for energy, errors in train_epoch(model, opt, x_tr, u_tr, cfg, infer_cfg, ctx.generator):
-            rec.append("cortex/free_energy", energy, units="nats",
-                       description="free energy per time step (expected under q for the Laplace posterior), "
-                                   "mean over a training batch of episodes")
+            rec.append("cortex/free_energy", energy)
             for node, rms in errors.items():
-                rec.append(f"cortex/{node}/error", rms, units="a.u.",
-                           description=f"RMS prediction error of column {node} over a training batch")
+                rec.append(f"cortex/{node}/error_rms", rms)
             for node in (n.name for n in model.spec.nodes if n.learn_precision):
                 k, i = model.slot[node]
-                rec.append(f"cortex/{node}/precision", model.log_precision[k][i].exp().mean().item(),
-                           units="1/a.u.^2", description=f"mean learned precision of column {node} after the batch")
+                rec.append(f"cortex/{node}/precision", model.log_precision[k][i].exp().mean().item())
             if schedule is not None:
                 schedule.step()
+            check_finite("free energy F", energy, step=batches, key="lr", where="training batch")
+            batches += 1
         model_err, still_err, example = imagination_errors(model, x_te, u_te, cfg, infer_cfg)
         for key, value, units, what in (
             ("epoch", epoch + 1, "epoch", "epochs completed"),
@@ -274,18 +270,12 @@ def run(cfg: PendulumModelConfig, ctx: Context) -> dict:
         model_err, still_err, example = imagination_errors(model, x_te, u_te, cfg, infer_cfg)
         selected = {"selected_epoch": best[1]}
 
-    rec.write("pendulum/prediction_error", model_err.cpu(), units="squared obs units",
-              description="held-out MSE of the imagined observation k = 1..horizon steps ahead")
-    rec.write("pendulum/nochange_error", still_err.cpu(), units="squared obs units",
-              description="held-out MSE of predicting no change, k = 1..horizon steps ahead")
-    rec.write("pendulum/example_truth", example["truth"].cpu(), units="obs units",
-              description="observations of held-out episode 0, (T, d)")
-    rec.write("pendulum/example_imagined", example["imagined"].cpu(), units="obs units",
-              description="imagined observations of episode 0 from each start point, (horizon, starts, d)")
-    rec.write("pendulum/example_starts", example["starts"].cpu(), units="time step",
-              description="start point t of each imagined trajectory (it predicts t+1 .. t+horizon)")
-    rec.write("pendulum/example_state", state_te[:, 0].cpu(), units="rad, rad/s",
-              description="true angle and velocity of held-out episode 0, (T, 2)")
+    rec.write("pendulum/prediction_error", model_err.cpu())
+    rec.write("pendulum/nochange_error", still_err.cpu())
+    rec.write("pendulum/example_truth", example["truth"].cpu())
+    rec.write("pendulum/example_imagined", example["imagined"].cpu())
+    rec.write("pendulum/example_starts", example["starts"].cpu())
+    rec.write("pendulum/example_state", state_te[:, 0].cpu())
     model_final, still_final = model_err[-1].item(), still_err[-1].item()
     return {
         "prediction_error_10": model_final,

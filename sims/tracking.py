@@ -37,6 +37,12 @@ steady-state precision is diagonal and the tPC fixed point is exactly the steady
 filter. Observing position only needs it: in the physical basis velocity and acceleration would
 never feel the observation error.
 
+Recorded per time step of the headline run: ``tracking/{true_state, observation, tpc_estimate,
+kalman_estimate}``, the column states and error vectors ``cortex/s/z``, ``cortex/{s,y}/error``
+(step, sequence, d) and ``cortex/free_energy`` (batch-mean F_t with its log-normaliser); per K of
+the sweep ``tracking/sweep_*``. A free energy that becomes non-finite or explodes stops the run,
+naming ``inference_lr`` (or ``precision_lr`` when learned).
+
 Summary figures: ``tpc_mse``, ``kalman_mse`` (mean over time steps, sequences and the three
 state components of the squared estimation error), ``mse_ratio`` (tPC / Kalman) at
 ``inference_steps``; ``mse_ratio_k1`` (one inference step), ``mse_ratio_converged`` (the exact
@@ -45,7 +51,7 @@ minimiser of F_t, i.e. infinitely many steps; absent for ``learned``), ``inferen
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import networkx as nx
@@ -55,6 +61,7 @@ import torch
 from torch import Tensor
 
 from cortex import InferenceConfig, PCModel, Trajectory, run_sequence
+from cortex.params import check_finite, param, validate
 from sims.registry import Simulation, register
 from sims.runner import Context
 
@@ -63,27 +70,30 @@ PriorPrecision = Literal["true_q", "steady_state", "learned"]
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    steps: int = field(default=1000, metadata={"help": "time steps per sequence"})
-    batch: int = field(default=16, metadata={"help": "independent sequences, filtered in parallel"})
-    dt: float = field(default=0.1, metadata={"help": "time step (s)"})
-    process_noise: tuple[float, float, float] = field(
-        default=(0.05, 0.1, 0.2), metadata={"help": "std of w per step: position, velocity, acceleration"})
-    observation_noise: tuple[float, float, float] = field(
-        default=(0.5, 0.5, 0.5), metadata={"help": "std of v per observed component (position only uses the first)"})
-    observe: Literal["all", "position"] = field(
-        default="all", metadata={"help": "all: y = s + v; position: y = s_position + v"})
-    control_amplitude: float = field(default=1.0, metadata={"help": "amplitude of the sinusoidal jerk u (m/s^3)"})
-    control_period: float = field(default=5.0, metadata={"help": "period of u (s); each sequence has a random phase"})
-    inference_steps: int = field(default=20, metadata={"help": "K: inference iterations per time step (headline)"})
-    inference_lr: float | None = field(
-        default=None, metadata={"help": "inference step size; none: 1/lambda_max of the Hessian of F_t"})
-    steps_sweep: tuple[int, ...] = field(
-        default=(1, 2, 5, 10, 20, 50), metadata={"help": "values of K for the MSE-ratio sweep"})
-    prior_precision: PriorPrecision = field(
-        default="steady_state", metadata={"help": "Pi_s: true_q (Q^-1), steady_state (1/diag of the Riccati prior covariance) or learned"})
-    basis: Literal["physical", "eigen"] = field(
-        default="physical", metadata={"help": "coordinates of the column s: physical, or the eigenbasis of the steady-state prior covariance"})
-    precision_lr: float = field(default=0.01, metadata={"help": "SGD step size on log Pi_s (prior_precision=learned)"})
+    steps: int = param(1000, "time steps per sequence", ge=1)
+    batch: int = param(16, "independent sequences, filtered in parallel", ge=1)
+    dt: float = param(0.1, "time step (s)", gt=0)
+    process_noise: tuple[float, float, float] = param(
+        (0.05, 0.1, 0.2), "std of w per step: position, velocity, acceleration", gt=0)
+    observation_noise: tuple[float, float, float] = param(
+        (0.5, 0.5, 0.5), "std of v per observed component (position only uses the first)", gt=0)
+    observe: Literal["all", "position"] = param("all", "all: y = s + v; position: y = s_position + v")
+    control_amplitude: float = param(1.0, "amplitude of the sinusoidal jerk u (m/s^3)", ge=0)
+    control_period: float = param(5.0, "period of u (s); each sequence has a random phase", gt=0)
+    inference_steps: int = param(20, "K: inference iterations per time step (headline)", ge=1)
+    inference_lr: float | None = param(
+        None, "inference step size; none: 1/lambda_max of the Hessian of F_t", gt=0)
+    steps_sweep: tuple[int, ...] = param((1, 2, 5, 10, 20, 50), "values of K for the MSE-ratio sweep", ge=1)
+    prior_precision: PriorPrecision = param(
+        "steady_state", "Pi_s: true_q (Q^-1), steady_state (1/diag of the Riccati prior covariance) or learned")
+    basis: Literal["physical", "eigen"] = param(
+        "physical", "coordinates of the column s: physical, or the eigenbasis of the steady-state prior covariance")
+    precision_lr: float = param(0.01, "SGD step size on log Pi_s (prior_precision=learned)", gt=0)
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.steps_sweep:
+            raise ValueError("config key 'steps_sweep' needs at least one number of inference steps")
 
 
 @dataclass(frozen=True)
@@ -228,16 +238,6 @@ def mse(estimate: Tensor, truth: Tensor) -> float:
 
 
 def run(cfg: TrackingConfig, ctx: Context) -> dict:
-    for key in ("steps", "batch", "inference_steps"):
-        if getattr(cfg, key) <= 0:
-            raise ValueError(f"{key} must be positive, got {getattr(cfg, key)}")
-    if not cfg.steps_sweep or any(k <= 0 for k in cfg.steps_sweep):
-        raise ValueError(f"steps_sweep must be positive inference step counts, got {cfg.steps_sweep}")
-    if not cfg.dt > 0 or any(n <= 0 for n in (*cfg.process_noise, *cfg.observation_noise)):
-        raise ValueError("dt, process_noise and observation_noise must be positive")
-    if cfg.inference_lr is not None and not cfg.inference_lr > 0:
-        raise ValueError(f"inference_lr must be positive or none, got {cfg.inference_lr}")
-
     rec = ctx.recorder
     system = make_system(cfg)
     u = control_input(cfg.steps, cfg.batch, cfg.dt, cfg.control_amplitude, cfg.control_period, ctx.generator)
@@ -249,6 +249,9 @@ def run(cfg: TrackingConfig, ctx: Context) -> dict:
     precision = 1.0 / (V.T @ sigma @ V).diagonal()
     lr = cfg.inference_lr if cfg.inference_lr is not None else auto_inference_lr(system, precision, V)
     learned = cfg.prior_precision == "learned"
+    # The model holds the true parameters: only the inference step or the learned precision can
+    # make F blow up.
+    suspect = "precision_lr" if learned else "inference_lr"
 
     def filter_with(k: int) -> tuple[PCModel, Trajectory, Tensor]:
         model = tpc_model(system, precision, V, learn_precision=learned, device=ctx.device)
@@ -257,38 +260,31 @@ def run(cfg: TrackingConfig, ctx: Context) -> dict:
             ks, _ = model.slot["s"]
             optimizer = torch.optim.SGD([model.log_precision[ks]], lr=cfg.precision_lr)
         trajectory = track(model, y, u, k, lr, optimizer)
+        for t, f in enumerate(sum(trajectory.energy.values()).mean(1).tolist()):
+            check_finite(f"free energy F_t (K={k})", f, step=t, key=suspect, where="time step")
         return model, trajectory, trajectory.z["s"].cpu() @ V.T
 
     sweep = {}
     for k in ctx.progress(cfg.steps_sweep, desc="tracking sweep", unit="K"):
         _, _, estimate = filter_with(k)
         sweep[k] = mse(estimate, s)
-        rec.append("tracking/sweep_steps", k, units="iterations", description="K: inference steps per time step")
-        rec.append("tracking/sweep_tpc_mse", sweep[k], units="squared state units",
-                   description="tPC mean squared error over steps, sequences and components at this K")
-        rec.append("tracking/sweep_ratio", sweep[k] / kalman_mse, units="ratio",
-                   description="tPC MSE / Kalman MSE at this K (same data)")
+        rec.append("tracking/sweep_steps", k)
+        rec.append("tracking/sweep_tpc_mse", sweep[k])
+        rec.append("tracking/sweep_ratio", sweep[k] / kalman_mse)
 
     model, trajectory, estimate = filter_with(cfg.inference_steps)
     tpc_mse = mse(estimate, s)
     energy = sum(trajectory.energy.values()).mean(1)
-    per_step = (
-        ("tracking/true_state", s, "m, m/s, m/s^2", "true hidden state s_t = (position, velocity, acceleration) per sequence, (B, 3)"),
-        ("tracking/observation", y, "m, m/s, m/s^2", "observation y_t = C s_t + v_t per sequence, (B, d_y)"),
-        ("tracking/tpc_estimate", estimate, "m, m/s, m/s^2", f"temporal PC filtered estimate of s_t (K={cfg.inference_steps}), physical coordinates, (B, 3)"),
-        ("tracking/kalman_estimate", kalman, "m, m/s, m/s^2", "Kalman filtered mean E[s_t | y_0..t], (B, 3)"),
-        ("cortex/s/z", trajectory.z["s"], "a.u.", f"state of column s at time t ({cfg.basis} basis), (B, 3)"),
-        ("cortex/s/error", trajectory.errors["s"], "a.u.", "prediction error z_t - U z_{t-1} - B u_{t-1} of column s, (B, 3)"),
-        ("cortex/y/error", trajectory.errors["y"], "a.u.", "prediction error y_t - W z_t of column y, (B, d_y)"),
-    )
-    for t in ctx.progress(range(cfg.steps), desc="recording", unit="step"):
-        for name, series, units, what in per_step:
-            rec.append(name, series[t].cpu(), units=units, description=what)
-        rec.append("cortex/free_energy", energy[t].item(), units="nats",
-                   description="batch-mean free energy F_t (with its log-normaliser) at the converged state, per time step")
+    per_step = {
+        "tracking/true_state": s, "tracking/observation": y, "tracking/tpc_estimate": estimate,
+        "tracking/kalman_estimate": kalman, "cortex/s/z": trajectory.z["s"],
+        "cortex/s/error": trajectory.errors["s"], "cortex/y/error": trajectory.errors["y"],
+    }
+    for name, series in per_step.items():
+        rec.extend(name, series.cpu())
+    rec.extend("cortex/free_energy", energy.cpu())
     ks, i = model.slot["s"]
-    rec.write("tracking/prior_precision", model.log_precision[ks][i].detach().exp().cpu(), units="1/a.u.^2",
-              description=f"diagonal prior precision Pi_s of column s at the end of the run ({cfg.prior_precision})")
+    rec.write("tracking/prior_precision", model.log_precision[ks][i].detach().exp().cpu())
 
     figures = {
         "tpc_mse": tpc_mse,

@@ -96,5 +96,5 @@ def test_td_lambda_agent_evaluates_the_uniform_policy_on_the_random_walk():
     agent = make_agent("td_lambda", "brainloop/RandomWalk-v0", gamma=1.0, gae_lambda=0.8,
                        hidden=(), learning_rate=0.02, n_steps=64, n_envs=4, seed=0)
     agent.learn(20_000)
-    learned = agent.value(torch.eye(5)).detach().numpy()
+    learned = agent.algo.value(torch.eye(5)).detach().numpy()
     np.testing.assert_allclose(learned, RandomWalk(5).true_values(), atol=0.06)

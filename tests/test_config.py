@@ -5,6 +5,7 @@ from typing import Literal
 
 import pytest
 
+from cortex.params import param, validate
 from sims.config import build_config, describe_config
 
 
@@ -90,3 +91,38 @@ def test_describe_lists_fields_defaults_and_help():
     assert "sizes: comma-separated ints = 64,32" in text
     assert "limit: int or none = none" in text
     assert "optimiser.lr: float = 0.001" in text and "learning rate" in text
+
+
+@dataclass(frozen=True)
+class Checked:
+    steps: int = param(10, "training steps", ge=1)
+    rate: float = param(0.5, "a probability", ge=0, le=1)
+    widths: tuple[int, ...] = param((4, 4), "hidden widths", ge=1)
+    posterior: str = param("point", "kind of posterior", choices=("point", "laplace"))
+    low: int = param(1, "lower end")
+    high: int = param(2, "upper end")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not self.low < self.high:
+            raise ValueError(f"config key 'high' must exceed low = {self.low}, got {self.high}")
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("steps=0", r"'steps' must be >= 1, got 0"),
+    ("rate=1.5", r"'rate' must be <= 1, got 1.5"),
+    ("rate=nan", r"'rate' must be a finite number, got nan"),
+    ("widths=4,0", r"'widths' must be >= 1, got 0"),
+    ("posterior=exact", r"'posterior' must be one of point, laplace, got 'exact'"),
+    ("high=1", r"'high' must exceed low = 1"),
+])
+def test_values_out_of_range_fail_at_construction_naming_the_key(override, expected):
+    with pytest.raises(ValueError, match=expected):
+        build_config(Checked, overrides=[override])
+
+
+def test_describe_lists_the_admissible_values():
+    text = describe_config(Checked)
+    for line in ("    training steps (>= 1)", "    a probability (in [0, 1])", "    hidden widths (each >= 1)",
+                 "    kind of posterior (one of: point, laplace)", "    lower end\n"):
+        assert line in text

@@ -23,7 +23,7 @@ def test_undriven_undamped_pendulum_keeps_its_energy() -> None:
 
 
 def test_partial_variant_hides_the_velocity() -> None:
-    x, _, _ = simulate(PendulumModelConfig(partial=True, episode_steps=10), 4, torch.Generator().manual_seed(0))
+    x, _, _ = simulate(PendulumModelConfig(partial=True, episode_steps=10, warmup=5, horizon=4), 4, torch.Generator().manual_seed(0))
     assert x.shape == (10, 4, 2)
     assert torch.allclose(x.pow(2).sum(-1), torch.ones(10, 4), atol=1e-5)  # (cos, sin) only
 
@@ -73,7 +73,7 @@ def test_tiny_laplace_run_learns_and_records(tmp_path) -> None:
     assert np.isfinite(figures["prediction_error_10"])
     with Recording(out) as rec:
         assert rec["cortex/free_energy"].shape == (3 * 128 // 32,)
-        assert np.all(np.isfinite(rec["cortex/s/error"])) and np.all(np.isfinite(rec["cortex/x/error"]))
+        assert np.all(np.isfinite(rec["cortex/s/error_rms"])) and np.all(np.isfinite(rec["cortex/x/error_rms"]))
         assert rec["cortex/x/precision"].shape == (12,) and np.all(rec["cortex/x/precision"] > 0)
         # EM lowers the expected free energy over a dozen batches.
         energy = rec["cortex/free_energy"]
