@@ -144,22 +144,22 @@ def conditioning_check(out: Path) -> list[tuple[str, float, str, bool]]:
     from sims.runner import run_simulation
 
     path = out.with_name("conditioning.h5")
-    run_simulation("conditioning", out=path, quiet=True)
+    run_simulation("conditioning", out=path, quiet=True, overwrite=True)
     rec = Recording(path)
-    s, delta = rec.summary, rec["basal_ganglia/dopamine"]
-    us = int(rec["conditioning/us_time"])
-    r = 1.0
+    s, us, r = rec.summary, int(rec["conditioning/us_time"]), 1.0
+    # δ_t of each step is the response at trial time t + 1, the state the step leads into
+    first = rec["basal_ganglia/dopamine"][:, 0][rec["conditioning/trial"] == 0]
+    peak = int(first.argmax()) + 1
+    dip = int(rec["conditioning/omission_dopamine"].argmin()) + 1
     return [
-        ("first trial: δ peaks at the US", float(delta[0].argmax()), f"= {us}",
-         int(delta[0].argmax()) == us),
+        ("first trial: δ peaks at the US", float(peak), f"= {us}", peak == us),
         ("delta_us_first", s["delta_us_first"], f"= R = {r}", abs(s["delta_us_first"] - r) < 1e-6),
         ("delta_cs_last", s["delta_cs_last"], f"within 5% of Rγ^k = {s['delta_cs_expected']:.4f}",
          abs(s["delta_cs_last"] / s["delta_cs_expected"] - 1) <= 0.05),
         ("delta_us_last", s["delta_us_last"], "abs ≤ 0.05 R", abs(s["delta_us_last"]) <= 0.05 * r),
         ("delta_omission", s["delta_omission"], "within 0.05 R of −R",
          abs(s["delta_omission"] + r) <= 0.05 * r),
-        ("omission dip at the US time", float(rec["conditioning/omission_dopamine"].argmin()),
-         f"= {us}", int(rec["conditioning/omission_dopamine"].argmin()) == us),
+        ("omission dip at the US time", float(dip), f"= {us}", dip == us),
     ]
 
 
