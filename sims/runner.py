@@ -126,6 +126,8 @@ def prepare_run(name: str, *, out, config: Any = None, config_path=None,
     elif not isinstance(config, sim.config):
         raise TypeError(f"simulation {name!r} takes a {sim.config.__name__} config, got a "
                         f"{type(config).__name__}")
+    if not 0 <= seed < 2**63:  # numpy's and torch's generators take non-negative 64-bit seeds
+        raise ValueError(f"seed must be an integer in [0, 2**63), got {seed}")
     torch_device = resolve_device(device)
     if threads is not None:
         if threads < 1:
@@ -136,11 +138,12 @@ def prepare_run(name: str, *, out, config: Any = None, config_path=None,
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(seed)
+    generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    # the recording is opened last: nothing above may fail once the output is claimed
     recorder = Recorder(out, sim=name, seed=seed, config=dataclasses.asdict(config),
                         overwrite=overwrite)
-    context = Context(recorder=recorder, device=torch_device, seed=seed,
-                      generator=torch.Generator().manual_seed(seed),
-                      rng=np.random.default_rng(seed), quiet=quiet)
+    context = Context(recorder=recorder, device=torch_device, seed=seed, generator=generator,
+                      rng=rng, quiet=quiet)
     return PreparedRun(sim=sim, config=config, context=context)
 
 

@@ -93,6 +93,7 @@ def test_failing_simulation_still_leaves_its_recording(tmp_path, monkeypatch):
     (["run", "fake", "--config", "{tmp}/missing.toml", "--out", "{tmp}/x.h5"], "missing.toml"),
     (["run", "fake", "--out", "{tmp}/blocker/x.h5"], "blocker"),
     (["run", "fake", "--device", "tpu", "--out", "{tmp}/x.h5"], "'tpu'"),
+    (["run", "fake", "--seed", "-1", "--out", "{tmp}/x.h5"], "seed must be"),
     (["report", "{tmp}/absent.h5"], "absent.h5"),
 ])
 def test_user_errors_exit_2_naming_the_culprit(tmp_path, capsys, argv, culprit):
@@ -102,7 +103,7 @@ def test_user_errors_exit_2_naming_the_culprit(tmp_path, capsys, argv, culprit):
     err = capsys.readouterr().err
     assert err.startswith("brainloop: error: ") and "Traceback" not in err
     assert re.search(culprit, err)
-    assert not (tmp_path / "x.h5").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["blocker"]  # no output, temp or lock file
 
 
 def _register(monkeypatch, name, run):
