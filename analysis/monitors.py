@@ -61,7 +61,7 @@ MONITORS: tuple[Monitor, ...] = (
     Monitor("env/action", "(step, env[, d_a])", "action units",
             "action a_t taken at step t (an index for a discrete action space)"),
     Monitor("env/reward", "(step, env[, K])", "reward",
-            "reward r_t for the action taken at step t (one column per reward basis when a "
+            "reward r_t for the action taken at step t (a last axis of K reward bases when a "
             "vector)"),
     Monitor("env/terminated", "(step, env)", "flag (int8)",
             "1 when step t ended the episode in a terminal state"),
