@@ -34,6 +34,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from analysis.lockfile import lock_path, take_lock, temp_path
 from analysis.monitors import lookup
 
 FORMAT = "brainloop"
@@ -103,56 +104,6 @@ def _plain_number(key: str, value: Any) -> float | int:
         raise ValueError(f"summary figure {key!r} must be a number, got {value!r}") from None
 
 
-def lock_path(path) -> Path:
-    """The lock file that marks `path` as being written: `NAME.h5.lock` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + ".lock")
-
-
-def _temp_path(path: Path, pid: int) -> Path:
-    return path.with_name(f".{path.name}.{pid}.tmp")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def _take_lock(path: Path) -> Path:
-    """Create the lock file of `path` holding this process's pid; a dead process's lock is taken
-    over (and its temporary file removed). ValueError naming the path and the holder's pid."""
-    lock = lock_path(path)
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip())
-            except FileNotFoundError:
-                continue  # released meanwhile
-            except (OSError, ValueError):
-                owner = None  # being written by its creator, or unreadable
-            if owner is None or _pid_alive(owner):
-                raise ValueError(
-                    f"{path} is being written by another run (pid {owner or 'unknown'}; lock file "
-                    f"{lock}); wait for it to finish, or delete {lock} if that run is gone"
-                ) from None
-            lock.unlink(missing_ok=True)
-            _temp_path(path, owner).unlink(missing_ok=True)
-            continue
-        except OSError as error:
-            raise ValueError(f"cannot write recording {path}: {error}") from None
-        with os.fdopen(fd, "w") as file:
-            file.write(f"{os.getpid()}\n")
-        return lock
-    raise ValueError(f"cannot take the lock {lock} of {path}: other runs keep taking it")
-
-
 class _Series:
     """One time series: its per-row shape and dtype, its attributes and the unwritten rows."""
 
@@ -203,8 +154,12 @@ class Recorder:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"cannot write recording {self.path}: {error}") from None
-        self._lock = _take_lock(self.path)
-        self._file_path = _temp_path(self.path, os.getpid())
+        self._lock = take_lock(self.path)
+        if self.path.exists() and not overwrite:  # written by a run that finished meanwhile
+            self._abandon()
+            raise ValueError(f"{self.path} already exists; pass --overwrite (overwrite=True) to "
+                             f"replace it, or choose another path")
+        self._file_path = temp_path(self.path, os.getpid())
         try:
             # Default libver on purpose: 'latest' marks the superblock as open-for-write, which
             # makes a file whose writer was killed unreadable.
@@ -238,8 +193,8 @@ class Recorder:
         recorder._init_state(path, flush_every, flush_seconds)
         if not recorder.path.is_file():
             raise FileNotFoundError(f"no recording at {recorder.path}")
-        recorder._lock = _take_lock(recorder.path)
-        recorder._file_path = _temp_path(recorder.path, os.getpid())
+        recorder._lock = take_lock(recorder.path)
+        recorder._file_path = temp_path(recorder.path, os.getpid())
         try:
             with Recording(recorder.path) as existing:
                 recorder._names.update(existing.datasets())

@@ -17,6 +17,7 @@ the names of `analysis.monitors` (per environment step: (step, env, …)); nothi
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -92,15 +93,26 @@ class Agent:
         self.algo = algo_cls(cfg, Spaces(state_dim, self.action_space), self.device)
         self.memory = None
         if hasattr(cfg, "buffer_size"):
-            self.memory = ReplayMemory(
-                cfg.buffer_size, self.env.observation_space.shape,
-                () if self.discrete else self.action_space.shape,
-                action_dtype=np.int64 if self.discrete else np.float32)
+            try:
+                self.memory = ReplayMemory(
+                    cfg.buffer_size, self.env.observation_space.shape,
+                    () if self.discrete else self.action_space.shape,
+                    action_dtype=np.int64 if self.discrete else np.float32)
+            except MemoryError:
+                raise ValueError(f"{algo_cls.name}.buffer_size={cfg.buffer_size} transitions do "
+                                 f"not fit in memory") from None
         self.num_steps = 0
 
     def state(self, perception, x, a_prev=None) -> torch.Tensor:
         """z: (B, Σ d) — the configured columns of what `perception` makes of x: (B, d_x)."""
         return read_cortex(perception.perceive(x, a_prev), self.state_nodes)
+
+    def replay_states(self, batch):
+        """A replayed batch with obs/next_obs replaced by the configured columns of their
+        perceived states (`perception.replayed`), which is what the critics learn from."""
+        z, z_next = self.perception.replayed(batch)
+        return dataclasses.replace(batch, obs=read_cortex(z, self.state_nodes),
+                                   next_obs=read_cortex(z_next, self.state_nodes))
 
     def act(self, obs, deterministic: bool = False):
         """Action for one observation (d_x,) (an int or an (A,) array) or a batch (B, d_x)."""
@@ -116,8 +128,9 @@ class Agent:
 
         recorder: an analysis.recording.Recorder or None; progress: a tqdm-like bar (updated
         per env step); callback(agent) is called after every step (off-policy) or rollout
-        (on-policy) and may return False to stop; eval_every: env steps between deterministic
-        evaluations of `eval_episodes` episodes (0 = none). Returns self.
+        (on-policy) and may return False to stop; eval_every: env steps between recorded
+        deterministic evaluations of `eval_episodes` episodes (0 = none; they need a recorder).
+        Returns self.
         """
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -159,11 +172,10 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
     key = f"{algo.name}.learning_rate"
     obs, _ = env.reset(seed=agent.seed + agent.num_steps)
     perception.reset()
-    a_prev, episode_return = None, 0.0
+    a_prev, episode_return, scale = None, 0.0, DivergenceScale(cfg.gamma)
     for i in range(steps):
         agent.num_steps += 1
         t = agent.num_steps
-        # perceive and act (uniformly random actions until learning starts)
         z = agent.state(perception, obs[None], a_prev)
         if t <= cfg.learning_starts:
             action = env.action_space.sample()
@@ -176,14 +188,17 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
         next_obs, reward, terminated, truncated, _ = env.step(action)
         memory.add(obs, action, reward, next_obs, terminated, truncated)
         episode_return += float(reward)
+        scale.observe(reward)
         if recorder is not None:
-            with torch.no_grad():
-                last = memory.latest(device=agent.device)
+            # a target may sample (SAC's a'); a forked generator keeps the recorded run the
+            # same as an unrecorded one
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                last = agent.replay_states(memory.latest(device=agent.device))
                 q = algo.q_value(last.obs, last.action)
                 delta = algo.target(last) - q
-            check_finite("Q̂", q, step=t, key=key, where="env step")
             record_env_steps(recorder, obs[None, None], np.asarray(action)[None, None],
                              [[reward]], [[terminated]], [[truncated]], q=q[None], delta=delta[None])
+            check_finite("Q̂", q, step=t, key=key, where="env step", limit=scale.limit)
         if terminated or truncated:
             record_episode(recorder, episode_return, t)
             obs, _ = env.reset()
@@ -199,10 +214,10 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
                 world = perception.learn(memory.sequences(
                     cfg.batch_size, perception.sequence_length, agent.rng,
                     layout=perception.layout, n_actions=agent.n_actions, device=agent.device))
-            updates = [algo.update(perception.replayed(memory.sample(cfg.batch_size, agent.rng,
-                                                                      device=agent.device)))
-                       for _ in range(cfg.gradient_steps)]
-            record_updates(recorder, updates, t, key, world)
+            updates = [algo.update(agent.replay_states(
+                memory.sample(cfg.batch_size, agent.rng, device=agent.device)))
+                for _ in range(cfg.gradient_steps)]
+            record_updates(recorder, updates, t, key, scale.limit, world)
         if cfg.target_update_interval and t % cfg.target_update_interval == 0:
             algo.sync_targets()
         maybe_evaluate(agent, recorder, t - 1, t, eval_every, eval_episodes)
@@ -210,12 +225,14 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
             progress.update()
         if callback is not None and callback(agent) is False:
             break
+    # the next learn call starts a new episode: replayed sequences must not run across
+    memory.end_episode()
 
 
 @dataclass
 class Rollout:
-    """Tensors of shape (T, N[, …]) from one collection phase of N environments: the
-    observations x, the perceived states z the policy and V̂ read, and what followed."""
+    """One collection phase of N environments, each field (T, N[, …]): the observations x
+    (numpy), the perceived states z the policy and V̂ read and what followed (tensors)."""
 
     obs: np.ndarray
     states: torch.Tensor
@@ -247,8 +264,9 @@ def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, re
     space = agent.action_space
     buf = {k: [] for k in ("obs", "states", "actions", "log_probs", "values", "rewards",
                            "final", "terminated", "truncated")}
+    a_prev = None
     for _ in range(cfg.n_steps):
-        z = agent.state(perception, obs)
+        z = agent.state(perception, obs, a_prev)
         with torch.no_grad():
             a, logp = algo.policy.sample(z)
             v = algo.value(z)
@@ -271,7 +289,7 @@ def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, re
             episode_returns[i] = 0.0
         if done.any():
             perception.reset(done)
-        obs = next_obs
+        obs, a_prev = next_obs, a_np
     t = {k: torch.stack(buf[k]) for k in ("states", "actions", "log_probs", "values")}
     as_t = lambda x, dt=torch.float32: torch.as_tensor(np.asarray(x), dtype=dt,
                                                        device=agent.device)
@@ -279,7 +297,7 @@ def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, re
     terminated, truncated = as_t(buf["terminated"], torch.bool), as_t(buf["truncated"],
                                                                       torch.bool)
     with torch.no_grad():
-        final = as_t(buf["final"])
+        final = np.asarray(buf["final"], np.float32)
         next_values = algo.value(agent.state(copy.copy(perception),
                                              final.reshape(-1, final.shape[-1]))
                                  ).reshape(rewards.shape)
@@ -299,7 +317,7 @@ def run_on_policy(agent: Agent, steps: int, *, recorder=None, progress=None, cal
     envs = make_vector_env(agent, cfg.n_envs)
     obs, _ = envs.reset(seed=agent.seed + agent.num_steps)
     agent.perception.reset()
-    episode_returns = np.zeros(cfg.n_envs)
+    episode_returns, scale = np.zeros(cfg.n_envs), DivergenceScale(cfg.gamma)
     start = agent.num_steps
     while agent.num_steps - start < steps:
         before = agent.num_steps
@@ -308,8 +326,10 @@ def run_on_policy(agent: Agent, steps: int, *, recorder=None, progress=None, cal
             record_env_steps(recorder, rollout.obs, rollout.actions, rollout.rewards,
                              rollout.terminated, rollout.truncated, value=rollout.values,
                              delta=rollout.delta)
-        update = algo.update(rollout, progress=(agent.num_steps - start) / steps, rng=agent.rng)
-        record_updates(recorder, [update], agent.num_steps, key)
+        scale.observe(rollout.rewards)
+        update = algo.update(rollout, progress=min(1.0, (agent.num_steps - start) / steps),
+                             rng=agent.rng)
+        record_updates(recorder, [update], agent.num_steps, key, scale.limit)
         maybe_evaluate(agent, recorder, before, agent.num_steps, eval_every, eval_episodes)
         if progress is not None:
             progress.update(agent.num_steps - before)
@@ -341,22 +361,39 @@ def record_episode(recorder, episode_return: float, env_step: int) -> None:
         recorder.append("rl/episode_env_step", env_step)
 
 
-def record_updates(recorder, updates: list, env_step: int, key: str,
+class DivergenceScale:
+    """How large a loss or a value can honestly get. With rewards bounded by R (the largest
+    |r| seen so far), returns and values are within R/(1 − γ) and a TD loss within
+    (2R/(1 − γ))²; a million times that, or a non-finite number, is divergence."""
+
+    def __init__(self, gamma: float):
+        self.horizon = 1.0 / max(1.0 - gamma, 1e-3)
+        self.reward = 1.0
+
+    def observe(self, reward) -> None:
+        self.reward = max(self.reward, float(np.abs(_np(reward)).max()))
+
+    @property
+    def limit(self) -> float:
+        return 1e6 * (2.0 * self.reward * self.horizon) ** 2
+
+
+def record_updates(recorder, updates: list, env_step: int, key: str, limit: float,
                    world: dict[str, float] | None = None) -> None:
-    """Check and record one training phase: the mean of each loss and free-energy term, and
+    """Record, then check, one training phase: the mean of each loss and free-energy term, and
     the world model's losses (`world`, recorded as rl/loss/world_<name>)."""
     losses = {k: float(np.mean([u.losses[k] for u in updates])) for k in updates[0].losses}
     losses.update({f"world_{k}": v for k, v in (world or {}).items()})
+    if recorder is not None:
+        for name, value in losses.items():
+            recorder.append(f"rl/loss/{name}", value)
+        recorder.append("rl/update_env_step", env_step)
+        for term in updates[0].free_energy:
+            recorder.append(f"basal_ganglia/action_free_energy/{term}",
+                            float(np.mean([u.free_energy[term] for u in updates])))
     for name, value in losses.items():
-        check_finite(f"loss {name}", value, step=env_step, key=key, where="env step")
-    if recorder is None:
-        return
-    for name, value in losses.items():
-        recorder.append(f"rl/loss/{name}", value)
-    recorder.append("rl/update_env_step", env_step)
-    for term in updates[0].free_energy:
-        recorder.append(f"basal_ganglia/action_free_energy/{term}",
-                        float(np.mean([u.free_energy[term] for u in updates])))
+        check_finite(f"loss {name}", value, step=env_step, key=key, where="env step",
+                     limit=limit)
 
 
 def maybe_evaluate(agent: Agent, recorder, before: int, after: int, every: int,

@@ -72,8 +72,13 @@ def _check_type(key: str, typ: Any, value: Any) -> None:
     if origin is tuple:
         if not isinstance(value, tuple):
             raise ValueError(f"config key {key!r} expects a tuple, got {value!r}")
-        item_type = args[0] if args else Any
-        for item in value:
+        if len(args) == 2 and args[1] is Ellipsis:
+            item_types = (args[0],) * len(value)
+        elif len(args) != len(value):
+            raise ValueError(f"config key {key!r} expects {len(args)} values, got {value!r}")
+        else:
+            item_types = args
+        for item_type, item in zip(item_types, value):
             _check_type(key, item_type, item)
         return
     ok = {bool: lambda v: isinstance(v, (bool, np.bool_)),

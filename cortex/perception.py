@@ -6,7 +6,7 @@ columns the configuration names (`basal_ganglia.striatum.read_cortex`). Its cont
 
     reset(done=None)            forget the past of every stream (or of the streams where done)
     perceive(x, a_prev) -> z    {node: (B, d)}, detached
-    replayed(batch) -> batch    the states of replayed transitions (a model re-infers them)
+    replayed(batch) -> z, z'    the states of replayed transitions (a model re-infers them)
     learn(sequences) -> dict    one world-model step on replayed sequences; returns its losses
     nodes, dims                 the columns it offers and their widths
     sequence_length, layout     the replayed window its world model learns from (0: no model)
@@ -53,9 +53,9 @@ class RawPerception:
                              f"{self.dims[self.node]}), got {tuple(z.shape)}")
         return {self.node: z}
 
-    def replayed(self, batch):
-        """The states of replayed transitions: the stored observations themselves."""
-        return batch
+    def replayed(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """States {node: (B, d)} of a replayed batch's obs and next_obs: the observations."""
+        return {self.node: batch.obs}, {self.node: batch.next_obs}
 
     def learn(self, sequences) -> dict[str, float]:
         """No world model: nothing to learn."""

@@ -218,6 +218,15 @@ class ReplayMemory:
         index = (slot + streams * self.per_stream).reshape(-1)
         return self._batch(index, np.ones(index.size), device)
 
+    def end_episode(self, stream: int | None = None) -> None:
+        """Mark the newest transition of a stream (every stream by default) as the end of its
+        episode (truncated), when the experience that follows will not continue it — e.g. a
+        new learn call that resets the environment — so no sequence runs across the gap."""
+        streams = (np.arange(self.n_streams) if stream is None
+                   else np.array([self._check_stream(stream)]))
+        streams = streams[self.size[streams] > 0]
+        self.data["truncated"][streams, (self.pos[streams] - 1) % self.per_stream] = True
+
     def sample(self, batch_size: int, rng: np.random.Generator, *, device=None) -> Batch:
         """Uniform minibatch of `batch_size` transitions over all streams (with replacement)."""
         if len(self) == 0:

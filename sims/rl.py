@@ -7,7 +7,8 @@ defaults are the rl-zoo settings. Records, per environment step, `env/*`, the do
 Q̂ (off-policy) or V̂ (on-policy) as (step, env); training episode returns (`rl/episode_return`
 against `rl/episode_env_step`); deterministic evaluations (`rl/eval_return`, `rl/eval_env_step`);
 every loss (`rl/loss/<name>` against `rl/update_env_step`) and the six action free-energy terms
-(`basal_ganglia/action_free_energy/<term>`), one row per training phase.
+and their total (`basal_ganglia/action_free_energy/<term>`), one row per training phase; and
+the returns of the final evaluation episodes (`rl/final_eval_returns`).
 
 Summary figures: `final_mean_return` (mean return of `eval_episodes` deterministic episodes at
 the end) and `env_steps` (environment steps taken).
@@ -26,9 +27,10 @@ from basal_ganglia.agents import (ALGORITHMS, Agent, DDPGConfig, DQNConfig, PPOC
                                   ReinforceConfig, SACConfig, SVG0Config, TDLambdaConfig)
 from basal_ganglia.loop import check_action_space
 from cortex.params import param, validate
+from cortex.perception import RawPerception
 from sims.registry import Simulation, register
 
-PERCEPTIONS = {"raw": ("x",)}  # perception → the columns it offers
+PERCEPTIONS = {"raw": RawPerception}
 
 
 def _section(cls, algo: str):
@@ -51,7 +53,10 @@ def check_env_id(env_id: str) -> gym.Env:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"config key 'env': {env_id!r} is not a registered Gymnasium "
                          f"environment{hint}")
-    return gym.make(env_id)
+    try:
+        return gym.make(env_id)
+    except gym.error.Error as error:  # e.g. a missing optional dependency (box2d, mujoco)
+        raise ValueError(f"config key 'env': {env_id!r} cannot be made: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -75,23 +80,20 @@ class RLConfig:
     def __post_init__(self) -> None:
         validate(self)
         for name, cls in ALGORITHMS.items():
+            # compared by repr: a nan default (SAC's target_entropy) is unequal to itself
             if name != self.algo and repr(getattr(self, name)) != repr(cls.config_cls()):
                 raise ValueError(f"config keys {name}.* were set, but algo={self.algo!r}: set "
                                  f"{self.algo}.* instead, or algo={name}")
-        offered = PERCEPTIONS[self.perception]
-        for node in self.state_nodes:
-            if node not in offered:
-                raise ValueError(f"config key 'state_nodes': perception {self.perception!r} has "
-                                 f"no column {node!r}; it offers {', '.join(offered)}")
         env = check_env_id(self.env)
         try:
             check_action_space(ALGORITHMS[self.algo], env.action_space)
-            space = env.observation_space
-            if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
-                raise ValueError(f"config key 'env': {self.env} has observation space {space}; "
-                                 f"raw perception needs a 1-D Box")
+            perception = PERCEPTIONS[self.perception](env.observation_space)
         finally:
             env.close()
+        for node in self.state_nodes:
+            if node not in perception.dims:
+                raise ValueError(f"config key 'state_nodes': perception {self.perception!r} has "
+                                 f"no column {node!r}; it offers {', '.join(perception.nodes)}")
 
     @property
     def algorithm(self):
@@ -101,7 +103,11 @@ class RLConfig:
 
 def build_agent(cfg: RLConfig, *, seed: int = 0, device="cpu") -> Agent:
     """The configured agent in the closed loop."""
+    env = gym.make(cfg.env)
+    space = env.observation_space
+    env.close()
     return Agent(ALGORITHMS[cfg.algo], cfg.algorithm, cfg.env, seed=seed, device=device,
+                 perception=PERCEPTIONS[cfg.perception](space, device),
                  state_nodes=cfg.state_nodes)
 
 

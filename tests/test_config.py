@@ -126,3 +126,13 @@ def test_describe_lists_the_admissible_values():
     for line in ("    training steps (>= 1)", "    a probability (in [0, 1])", "    hidden widths (each >= 1)",
                  "    kind of posterior (one of: point, laplace)", "    lower end\n"):
         assert line in text
+
+
+def test_a_config_object_built_in_python_is_validated_too():
+    """The checks live in the dataclass, so a sweep building configs in Python meets them."""
+    from sims.tracking import TrackingConfig
+
+    with pytest.raises(ValueError, match="'process_noise' expects 3 values"):
+        TrackingConfig(process_noise=(0.1, 0.2))
+    with pytest.raises(ValueError, match="'process_noise' expects float"):
+        TrackingConfig(process_noise=(0.1, 0.2, "a"))

@@ -266,7 +266,7 @@ def test_a_stale_lock_is_taken_over_with_its_temporary_file(tmp_path):
     lock_path(path).write_text(f"{dead.pid}\n")
     (tmp_path / f".run.h5.{dead.pid}.tmp").write_bytes(b"half a run")
     with Recorder(path, sim="demo", seed=0, config={}) as rec:
-        assert lock_path(path).read_text() == f"{os.getpid()}\n"
+        assert lock_path(path).read_text().split()[0] == str(os.getpid())
         rec.append("env/reward", 1.0)
     assert _files(tmp_path) == ["run.h5"]
 
@@ -327,3 +327,13 @@ def test_append_mode_failing_leaves_the_file_byte_identical(tmp_path):
     with pytest.raises(ValueError, match="text.h5 is not a brainloop recording"):
         Recorder.open_existing(tmp_path / "text.h5")
     assert _files(tmp_path) == ["run.h5", "text.h5"]
+
+
+def test_a_lock_held_from_another_host_is_never_taken_over(tmp_path):
+    path = tmp_path / "run.h5"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that is dead here may be alive on the other host
+    lock_path(path).write_text(f"{dead.pid} some-other-host\n")
+    with pytest.raises(ValueError, match=rf"pid {dead.pid} on some-other-host"):
+        Recorder(path, sim="demo", seed=0, config={})
+    assert lock_path(path).exists()

@@ -384,3 +384,19 @@ def test_files_that_are_not_replay_files_are_refused_by_name(tmp_path):
         ReplayMemory.load(broken)
     with pytest.raises(FileNotFoundError, match="missing.h5"):
         ReplayMemory.load(tmp_path / "missing.h5")
+
+
+def test_end_episode_stops_sequences_at_the_newest_transition():
+    mem = ReplayMemory(40, (1,), n_streams=2)
+    for t in range(6):
+        mem.add(np.full((2, 1), t), np.zeros(2), np.zeros(2), np.full((2, 1), t + 1),
+                np.zeros(2, bool), np.zeros(2, bool))
+    mem.end_episode(stream=1)
+    for t in range(6, 10):
+        mem.add(np.full((2, 1), t), np.zeros(2), np.zeros(2), np.full((2, 1), t + 1),
+                np.zeros(2, bool), np.zeros(2, bool))
+    seq = mem.sequences(500, 8, np.random.default_rng(0))
+    # stream 0 runs on across step 5; stream 1's windows stay on one side of the cut
+    assert set(seq.stream.tolist()) == {0}
+    assert mem.data["truncated"][1, 5] and not mem.data["truncated"][0].any()
+    ReplayMemory(4, (1,)).end_episode()  # an empty memory has nothing to close

@@ -48,6 +48,8 @@ class ReinforceConfig(OnPolicyConfig):
 
 @dataclass(frozen=True)
 class TDLambdaConfig(OnPolicyConfig):
+    """λ-returns of one environment's rollouts, regressed a few times each; no annealing."""
+
     gae_lambda: float = param(0.9, "λ of the TD(λ) returns", ge=0.0, le=1.0)
     n_envs: int = param(1, "parallel environments", ge=1)
     n_steps: int = param(128, "steps per environment per rollout", ge=1)
