@@ -3,13 +3,16 @@
     git worktree add ../old <commit>                       # the code to compare against
     python benchmarks/bench_loop.py speed --old ../old     # SAC and PPO steps/s, old vs new
     python benchmarks/bench_loop.py memory --old ../old    # DQN peak RSS at 10k and 40k steps
+    python benchmarks/bench_loop.py numerics --old ../old  # same seed: the same networks?
 
 Every measurement runs in a fresh process (one torch thread) with only that checkout on its
 path, so both sides use the same driver: `make_agent(algo, env, seed=0).learn(steps)`, with or
 without a Recorder, which is the API the two share. `speed` alternates old and new for each
 configuration and prints steps/s and the ratio new/old; `memory` prints the peak resident set
 size (ru_maxrss) of a DQN run with recording at a fixed replay capacity (100k transitions) after
-10k and 40k steps, and the growth between them.
+10k and 40k steps, and the growth between them; `numerics` trains every algorithm for 512 steps
+with small networks on both sides and prints whether the learned parameters and two evaluation
+returns are bit-identical.
 """
 
 from __future__ import annotations
@@ -44,14 +47,43 @@ print(json.dumps(dict(steps=agent.num_steps, wall_s=wall, steps_per_s=agent.num_
 """
 
 
-def measure(src: Path, algo: str, env: str, steps: int, record: bool) -> dict:
-    """Run the driver with only `src` on the path; returns its JSON line."""
+NUMERICS = """
+import json, torch
+from torch import nn
+torch.set_num_threads(1)
+from basal_ganglia.agents import make_agent
+small = {"hidden": (16, 16)}
+off = dict(small, learning_starts=50, batch_size=16, buffer_size=500)
+runs = {"dqn": ("CartPole-v1", dict(off, train_freq=16, gradient_steps=4)),
+        "ddpg": ("Pendulum-v1", off), "svg0": ("Pendulum-v1", off),
+        "sac": ("Pendulum-v1", dict(off, drift_coef=0.1)),
+        "reinforce": ("CartPole-v1", dict(small, n_envs=2, n_steps=64)),
+        "ppo": ("Pendulum-v1", dict(small, n_envs=2, n_steps=32, batch_size=32, n_epochs=2)),
+        "td_lambda": ("CartPole-v1", dict(small, n_steps=64))}
+out = {}
+for algo, (env, overrides) in runs.items():
+    agent = make_agent(algo, env, seed=1, **overrides)
+    agent.learn(512)  # whole rollouts: the new annealing cap at progress 1 is not reached
+    nets = getattr(agent, "algo", agent)  # the old agents held their networks themselves
+    params = [p.detach().double() for m in vars(nets).values() if isinstance(m, nn.Module)
+              for p in m.parameters()]
+    out[algo] = [[float(p.sum()) for p in params], agent.evaluate(2).tolist(), agent.num_steps]
+print(json.dumps(out))
+"""
+
+
+def run_driver(src: Path, code: str, *args) -> dict:
+    """Run `code` with only the checkout `src` on the path; returns its last JSON line."""
     environ = {**os.environ, "PYTHONPATH": str(src)}
-    out = subprocess.run([sys.executable, "-c", DRIVER, algo, env, str(steps), str(int(record))],
-                         cwd=src, env=environ, capture_output=True, text=True, check=False)
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=src, env=environ,
+                         capture_output=True, text=True, check=False)
     if out.returncode:
-        raise RuntimeError(f"{src}: {algo} failed:\n{out.stderr[-2000:]}")
+        raise RuntimeError(f"{src}: {' '.join(map(str, args))} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(src: Path, algo: str, env: str, steps: int, record: bool) -> dict:
+    return run_driver(src, DRIVER, algo, env, steps, int(record))
 
 
 def sides(old: str | None) -> list[tuple[str, Path]]:
@@ -95,16 +127,28 @@ def memory(args) -> None:
               f"{peaks[-1] - peaks[0]:+.1f} |", flush=True)
 
 
+def numerics(args) -> None:
+    if not args.old:
+        raise SystemExit("numerics compares two checkouts: give --old")
+    old, new = (run_driver(src, NUMERICS) for _, src in sides(args.old))
+    print("| algo | parameter sums equal | evaluation returns (old) | (new) | bit-identical |")
+    print("|---|---|---|---|---|")
+    for algo in new:
+        same = old[algo] == new[algo]
+        print(f"| {algo} | {old[algo][0] == new[algo][0]} | {old[algo][1]} | {new[algo][1]} | "
+              f"{'yes' if same else 'NO'} |")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("speed", "memory"))
+    p.add_argument("what", choices=("speed", "memory", "numerics"))
     p.add_argument("--old", help="a checkout of the code to compare against (e.g. a worktree)")
     p.add_argument("--repeats", type=int, default=1, help="speed: runs per side, alternated")
     p.add_argument("--sac-steps", type=int, default=3000)
     p.add_argument("--ppo-steps", type=int, default=20_000)
     p.add_argument("--dqn-steps", type=int, nargs=2, default=[10_000, 40_000])
     args = p.parse_args(argv)
-    (speed if args.what == "speed" else memory)(args)
+    {"speed": speed, "memory": memory, "numerics": numerics}[args.what](args)
 
 
 if __name__ == "__main__":
