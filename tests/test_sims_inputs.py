@@ -63,6 +63,39 @@ def test_a_bad_value_leaves_an_existing_recording_byte_identical(tmp_path, capsy
     assert out.read_bytes() == before
 
 
+# The rl mistakes measured in issue 10, each of which used to truncate --out and then end in a
+# traceback: they now fail at construction, with or without --overwrite.
+RL_BAD = [
+    (["--set", "env=NoSuchEnv-v0"], r"'NoSuchEnv-v0' is not a registered"),
+    (["--set", "algo=foo"], r"'algo' must be one of"),
+    (["--set", "algo=dqn", "env=Pendulum-v1"], r"dqn needs a Discrete action space"),
+    (["--set", "algo=sac", "env=CartPole-v1"], r"sac needs a continuous"),
+    (["--set", "dqn.learning_rte=1"], r"unknown config key 'dqn.learning_rte'"),
+    (["--set", "params=learning_rate=1e-3;hidden=8"], r"unknown config key 'params'"),
+    (["--set", "algo=ppo", "sac.tau=0.5"], r"sac\.\* were set, but algo='ppo'"),
+    (["--config", "{tmp}/module.toml"], r"names a module to import"),
+]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+@pytest.mark.parametrize("args, message", RL_BAD)
+def test_rl_mistakes_leave_an_existing_recording_byte_identical(tmp_path, capsys, args, message,
+                                                                overwrite) -> None:
+    import re
+
+    (tmp_path / "module.toml").write_text('env = "os:Env-v0"\n')
+    out = tmp_path / "run.h5"
+    out.write_bytes(b"a recording that must survive\x00\x01")
+    before = out.read_bytes()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["run", "rl", "--quiet", "--out", str(out), *overwrite, *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("brainloop: error:") and "Traceback" not in err
+    assert re.search(message, err), err
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["module.toml", "run.h5"]
+
+
 TINY = {
     "pc-digits": ["epochs=1", "hidden=8", "inference_steps=3", "batch_size=128", "trace_every=4"],
     "tracking": ["steps=20", "batch=2", "steps_sweep=1,3", "inference_steps=3"],
