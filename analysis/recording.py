@@ -113,7 +113,6 @@ class _Series:
         self.attrs = attrs
         self.created = False
         self.pending: list[np.ndarray] = []  # blocks of rows, each (n, *shape)
-        self.pending_rows = 0
 
 
 class Recorder:
@@ -124,7 +123,8 @@ class Recorder:
         sim: name of the simulation that produced it.
         seed: the run's seed.
         config: the run's configuration, stored as JSON.
-        flush_every: a flush happens once any series holds this many unwritten rows.
+        flush_every: a flush happens once any series holds this many unwritten appends (an
+            `extend` of a whole rollout is one).
         flush_seconds: ... or once this many seconds have passed since the last flush.
         overwrite: replace a file already at `path` (when this recording moves into place);
             otherwise an existing file is refused.
@@ -279,9 +279,8 @@ class Recorder:
             return
         # A copy, so that the caller reusing its buffer cannot change a recorded row.
         series.pending.append(np.array(array, copy=True))
-        series.pending_rows += len(array)
         self._recorded = True
-        if (series.pending_rows >= self.flush_every
+        if (len(series.pending) >= self.flush_every
                 or time.monotonic() - self._last_flush >= self.flush_seconds):
             self.flush()
 
@@ -382,7 +381,6 @@ class Recorder:
         dataset.resize(start + len(rows), axis=0)
         dataset[start:] = rows
         series.pending.clear()
-        series.pending_rows = 0
 
     def _new_attrs(self, name: str, units: str | None, description: str | None, *,
                    static: bool) -> dict[str, str]:

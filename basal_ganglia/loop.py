@@ -84,6 +84,7 @@ class Agent:
         if unknown:
             raise ValueError(f"the policy and critics read column(s) {unknown} that the "
                              f"perception does not offer; it has {list(self.perception.nodes)}")
+        # imported here: basal_ganglia.agents imports this module for make_agent
         from basal_ganglia.agents.config import Spaces
 
         state_dim = sum(self.perception.dims[n] for n in self.state_nodes)

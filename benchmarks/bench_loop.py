@@ -8,11 +8,11 @@
 Every measurement runs in a fresh process (one torch thread) with only that checkout on its
 path, so both sides use the same driver: `make_agent(algo, env, seed=0).learn(steps)`, with or
 without a Recorder, which is the API the two share. `speed` alternates old and new for each
-configuration and prints steps/s and the ratio new/old; `memory` prints the peak resident set
-size (ru_maxrss) of a DQN run with recording at a fixed replay capacity (100k transitions) after
-10k and 40k steps, and the growth between them; `numerics` trains every algorithm for 512 steps
-with small networks on both sides and prints whether the learned parameters and two evaluation
-returns are bit-identical.
+configuration and prints the median steps/s and the ratio of the medians new/old; `memory`
+prints the peak resident set size (ru_maxrss) of a DQN run with recording at a fixed replay
+capacity (100k transitions) after 10k and 40k steps, and the growth between them; `numerics`
+trains every algorithm for 512 steps with small networks on both sides and prints whether the
+learned parameters and two evaluation returns are bit-identical.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -94,10 +95,12 @@ def sides(old: str | None) -> list[tuple[str, Path]]:
 
 
 def speed(args) -> None:
-    print("| algo | env steps | recorded | code | steps/s | new / old |")
+    print("| algo | env steps | recorded | code | median steps/s (runs) | new / old |")
     print("|---|---|---|---|---|---|")
     for algo, env, steps in (("sac", "Pendulum-v1", args.sac_steps),
                              ("ppo", "CartPole-v1", args.ppo_steps)):
+        if algo not in args.algos:
+            continue
         for record in (False, True):
             rates: dict[str, list[float]] = {}
             for _ in range(args.repeats):
@@ -105,12 +108,13 @@ def speed(args) -> None:
                     rates.setdefault(name, []).append(
                         measure(src, algo, env, steps, record)["steps_per_s"])
             for name, values in rates.items():
-                mean = sum(values) / len(values)
+                # the median: a shared machine slows single runs by tens of percent
+                median = statistics.median(values)
                 ratio = ""
                 if name == "new" and "old" in rates:
-                    ratio = f"{mean / (sum(rates['old']) / len(rates['old'])):.3f}"
+                    ratio = f"{median / statistics.median(rates['old']):.3f}"
                 runs = ", ".join(f"{v:.0f}" for v in values)
-                print(f"| {algo} | {steps} | {'yes' if record else 'no'} | {name} | {mean:.0f} "
+                print(f"| {algo} | {steps} | {'yes' if record else 'no'} | {name} | {median:.0f} "
                       f"({runs}) | {ratio} |", flush=True)
 
 
@@ -144,6 +148,8 @@ def main(argv=None) -> None:
     p.add_argument("what", choices=("speed", "memory", "numerics"))
     p.add_argument("--old", help="a checkout of the code to compare against (e.g. a worktree)")
     p.add_argument("--repeats", type=int, default=1, help="speed: runs per side, alternated")
+    p.add_argument("--algos", nargs="+", default=["sac", "ppo"], choices=["sac", "ppo"],
+                   help="speed: which algorithms")
     p.add_argument("--sac-steps", type=int, default=3000)
     p.add_argument("--ppo-steps", type=int, default=20_000)
     p.add_argument("--dqn-steps", type=int, nargs=2, default=[10_000, 40_000])

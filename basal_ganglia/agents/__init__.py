@@ -8,7 +8,8 @@
 An algorithm is a config (a frozen, validated dataclass), its networks and `update(batch) ->
 Update` (losses, the dopamine δ of the batch, the action free-energy terms). Off-policy
 algorithms also offer `q_value(z, a)`, `target(batch)` (the bootstrapped TD target, so that
-δ = target − Q̂) and `sync_targets()`; every algorithm offers `act(z, deterministic=, rng=,
+δ = target − Q̂) and `sync_targets()` (a Polyak step of rate τ; the loop calls it every
+`target_update_interval` env steps, the update after every gradient step when that is 0); every algorithm offers `act(z, deterministic=, rng=,
 progress=)`. The loop that feeds them is `basal_ganglia.loop`.
 """
 

@@ -38,11 +38,10 @@ class OffPolicyConfig(AlgorithmConfig):
                                  ge=0)
     train_freq: int = param(1, "env steps between training phases", ge=1)
     gradient_steps: int = param(1, "gradient steps per training phase", ge=1)
-    tau: float = param(0.005, "Polyak rate of the target networks (every gradient step)",
+    tau: float = param(0.005, "Polyak rate τ of the target networks: θ' ← τ θ + (1 − τ) θ'",
                        ge=0.0, le=1.0)
-    target_update_interval: int = param(0, "env steps between hard copies of the online "
-                                        "networks into the targets (0 = none: Polyak only)",
-                                        ge=0)
+    target_update_interval: int = param(0, "env steps between target updates (0 = one after "
+                                        "every gradient step)", ge=0)
 
 
 @dataclass(frozen=True)

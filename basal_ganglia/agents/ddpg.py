@@ -74,10 +74,10 @@ class DDPG:
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
-        soft_update(self.q_target, self.q, self.cfg.tau)
-        soft_update(self.actor_target, self.actor, self.cfg.tau)
+        if not self.cfg.target_update_interval:
+            self.sync_targets()
         return Update({"q": q_loss.item(), "actor": actor_loss.item()}, delta.detach())
 
     def sync_targets(self) -> None:
-        soft_update(self.q_target, self.q, 1.0)
-        soft_update(self.actor_target, self.actor, 1.0)
+        soft_update(self.q_target, self.q, self.cfg.tau)
+        soft_update(self.actor_target, self.actor, self.cfg.tau)

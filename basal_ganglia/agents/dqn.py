@@ -37,7 +37,8 @@ class DQNConfig(OffPolicyConfig):
     learning_starts: int = param(1000, "env steps of random actions before learning", ge=0)
     train_freq: int = param(256, "env steps between training phases", ge=1)
     gradient_steps: int = param(128, "gradient steps per training phase", ge=1)
-    target_update_interval: int = param(10, "env steps between hard target syncs", ge=1)
+    tau: float = param(1.0, "Polyak rate τ of the target network (1 = a copy)", ge=0.0, le=1.0)
+    target_update_interval: int = param(10, "env steps between target updates", ge=1)
     exploration_fraction: float = param(0.16, "fraction of a learn call over which ε anneals",
                                         ge=0.0, le=1.0)
     exploration_initial_eps: float = param(1.0, "initial ε", ge=0.0, le=1.0)
@@ -98,4 +99,4 @@ class DQN:
         return Update({"q": loss.item()}, delta.detach())
 
     def sync_targets(self) -> None:
-        soft_update(self.q_target, self.q, 1.0)
+        soft_update(self.q_target, self.q, self.cfg.tau)

@@ -121,13 +121,14 @@ class SAC:
         self.actor_opt.zero_grad()
         actor_loss.backward()
         self.actor_opt.step()
-        soft_update(self.q_target, self.q, cfg.tau)
+        if not cfg.target_update_interval:
+            self.sync_targets()
         losses.update(q=q_loss.item(), actor=actor_loss.item())
         delta = target - torch.stack(qs).min(0).values.detach()
         return Update(losses, delta, free_energy_floats(terms))
 
     def sync_targets(self) -> None:
-        soft_update(self.q_target, self.q, 1.0)
+        soft_update(self.q_target, self.q, self.cfg.tau)
 
 
 class SVG0(SAC):
