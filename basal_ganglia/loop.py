@@ -256,16 +256,17 @@ def make_vector_env(agent: Agent, n: int) -> gym.vector.VectorEnv:
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
 
 
-def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, recorder=None
-            ) -> tuple[Rollout, np.ndarray]:
-    """Step every environment `n_steps` times from `obs` (N, d_x); returns the rollout, with δ
-    (the dopamine of every step) and the advantages of the configured estimator, and the
-    observations to continue from. `episode_returns` (N,) is updated in place."""
+def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, recorder=None,
+            a_prev: np.ndarray | None = None) -> tuple[Rollout, np.ndarray, np.ndarray]:
+    """Step every environment `n_steps` times from `obs` (N, d_x) after the actions `a_prev`
+    (N, …) (None at the start); returns the rollout, with δ (the dopamine of every step) and
+    the advantages of the configured estimator, and the observations and last actions to
+    continue from (zero for an environment whose episode just ended). `episode_returns` (N,) is
+    updated in place."""
     algo, cfg, perception = agent.algo, agent.cfg, agent.perception
     space = agent.action_space
     buf = {k: [] for k in ("obs", "states", "actions", "log_probs", "values", "rewards",
                            "final", "terminated", "truncated")}
-    a_prev = None
     for _ in range(cfg.n_steps):
         z = agent.state(perception, obs, a_prev)
         with torch.no_grad():
@@ -278,9 +279,9 @@ def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, re
         if "_final_obs" in info:
             for i in np.flatnonzero(info["_final_obs"]):
                 final[i] = info["final_obs"][i]
-        for k, value in (("obs", obs), ("states", z), ("actions", a), ("log_probs", logp), ("values", v),
-                         ("rewards", r), ("final", final), ("terminated", term),
-                         ("truncated", trunc)):
+        for k, value in (("obs", obs), ("states", z), ("actions", a), ("log_probs", logp),
+                         ("values", v), ("rewards", r), ("final", final),
+                         ("terminated", term), ("truncated", trunc)):
             buf[k].append(value)
         episode_returns += r
         agent.num_steps += len(r)
@@ -288,9 +289,11 @@ def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, re
         for i in np.flatnonzero(done):
             record_episode(recorder, float(episode_returns[i]), agent.num_steps)
             episode_returns[i] = 0.0
+        a_prev = a_np.copy()
         if done.any():
             perception.reset(done)
-        obs, a_prev = next_obs, a_np
+            a_prev[done] = 0  # a new episode has no previous action
+        obs = next_obs
     t = {k: torch.stack(buf[k]) for k in ("states", "actions", "log_probs", "values")}
     as_t = lambda x, dt=torch.float32: torch.as_tensor(np.asarray(x), dtype=dt,
                                                        device=agent.device)
@@ -305,9 +308,10 @@ def collect(agent: Agent, envs, obs: np.ndarray, episode_returns: np.ndarray, re
     adv = ESTIMATORS[cfg.advantage](rewards, t["values"], next_values, terminated, truncated,
                                     cfg.gamma, cfg.gae_lambda)
     delta = td_errors(rewards, t["values"], next_values, terminated, cfg.gamma)
-    rollout = Rollout(np.stack(buf["obs"]), t["states"], t["actions"], t["log_probs"], rewards, t["values"], next_values,
-                      terminated, truncated, delta, adv, adv + t["values"])
-    return rollout, obs
+    rollout = Rollout(np.stack(buf["obs"]), t["states"], t["actions"], t["log_probs"], rewards,
+                      t["values"], next_values, terminated, truncated, delta, adv,
+                      adv + t["values"])
+    return rollout, obs, a_prev
 
 
 def run_on_policy(agent: Agent, steps: int, *, recorder=None, progress=None, callback=None,
@@ -319,10 +323,10 @@ def run_on_policy(agent: Agent, steps: int, *, recorder=None, progress=None, cal
     obs, _ = envs.reset(seed=agent.seed + agent.num_steps)
     agent.perception.reset()
     episode_returns, scale = np.zeros(cfg.n_envs), DivergenceScale(cfg.gamma)
-    start = agent.num_steps
+    start, a_prev = agent.num_steps, None
     while agent.num_steps - start < steps:
         before = agent.num_steps
-        rollout, obs = collect(agent, envs, obs, episode_returns, recorder)
+        rollout, obs, a_prev = collect(agent, envs, obs, episode_returns, recorder, a_prev)
         if recorder is not None:
             record_env_steps(recorder, rollout.obs, rollout.actions, rollout.rewards,
                              rollout.terminated, rollout.truncated, value=rollout.values,

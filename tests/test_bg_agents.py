@@ -320,7 +320,7 @@ def test_on_policy_rollout_bootstraps_truncation_from_the_final_observation():
     agent = make_agent("ppo", env, n_envs=2, n_steps=12, hidden=(8,))
     envs = make_vector_env(agent, 2)
     obs, _ = envs.reset(seed=0)
-    ro, _ = collect(agent, envs, obs, np.zeros(2))
+    ro, _, _ = collect(agent, envs, obs, np.zeros(2))
     done = (ro.terminated | ro.truncated).numpy()
     assert ro.truncated.any()
     same_episode = ~done[:-1]
