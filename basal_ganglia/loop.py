@@ -198,7 +198,8 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
                 q = algo.q_value(last.obs, last.action)
                 delta = algo.target(last) - q
             record_env_steps(recorder, obs[None, None], np.asarray(action)[None, None],
-                             [[reward]], [[terminated]], [[truncated]], q=q[None], delta=delta[None])
+                             [[reward]], [[terminated]], [[truncated]], q=q[None],
+                             delta=delta[None])
             check_finite("Q̂", q, step=t, key=key, where="env step", limit=scale.limit)
         if terminated or truncated:
             record_episode(recorder, episode_return, t)
