@@ -147,19 +147,17 @@ class Recorder:
             raise ValueError(f"config of {self.path}: {error}") from None
         if self.path.is_dir():
             raise ValueError(f"cannot write recording {self.path}: it is a directory")
-        if self.path.exists() and not overwrite:
-            raise ValueError(f"{self.path} already exists; pass --overwrite (overwrite=True) to "
-                             f"replace it, or choose another path")
+        self._refuse_existing(overwrite)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"cannot write recording {self.path}: {error}") from None
-        self._lock = take_lock(self.path)
-        if self.path.exists() and not overwrite:  # written by a run that finished meanwhile
+        self._claim()
+        try:  # checked again under the lock: a run may have finished there meanwhile
+            self._refuse_existing(overwrite)
+        except ValueError:
             self._abandon()
-            raise ValueError(f"{self.path} already exists; pass --overwrite (overwrite=True) to "
-                             f"replace it, or choose another path")
-        self._file_path = temp_path(self.path, os.getpid())
+            raise
         try:
             # Default libver on purpose: 'latest' marks the superblock as open-for-write, which
             # makes a file whose writer was killed unreadable.
@@ -193,8 +191,7 @@ class Recorder:
         recorder._init_state(path, flush_every, flush_seconds)
         if not recorder.path.is_file():
             raise FileNotFoundError(f"no recording at {recorder.path}")
-        recorder._lock = take_lock(recorder.path)
-        recorder._file_path = temp_path(recorder.path, os.getpid())
+        recorder._claim()
         try:
             with Recording(recorder.path) as existing:
                 recorder._names.update(existing.datasets())
@@ -208,6 +205,16 @@ class Recorder:
             raise
         recorder._adding = True
         return recorder
+
+    def _refuse_existing(self, overwrite: bool) -> None:
+        if self.path.exists() and not overwrite:
+            raise ValueError(f"{self.path} already exists; pass --overwrite (overwrite=True) to "
+                             f"replace it, or choose another path")
+
+    def _claim(self) -> None:
+        """Lock `path` and choose the temporary file this process writes until placed."""
+        self._lock = take_lock(self.path)
+        self._file_path = temp_path(self.path, os.getpid())
 
     def _init_state(self, path, flush_every: int, flush_seconds: float) -> None:
         if flush_every < 1:

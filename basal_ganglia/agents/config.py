@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import torch
 
+from cortex.action import TERMS, total
 from cortex.params import param, validate
 
 
@@ -96,8 +97,6 @@ class Spaces:
 
 def free_energy_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
     """The six action free-energy terms and their total as floats, for recording."""
-    from cortex.action import TERMS, total
-
     out = {k: float(terms[k].detach()) for k in TERMS}
     out["total"] = float(total(terms).detach())
     return out
