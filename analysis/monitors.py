@@ -106,6 +106,33 @@ MONITORS: tuple[Monitor, ...] = (
     Monitor("cortex/{node}/z", "(step, env, d_node)", "a.u.", "state z of column {node}"),
     Monitor("cortex/{node}/error", "(step, env, d_node)", "a.u.",
             "prediction error vector ε of column {node}"),
+    Monitor("cortex/{node}/energy", "(step, env)", "nats",
+            "free energy ½ εᵀΠε + ½ log|2πΣ| of column {node} at the state perceived at step t"),
+    Monitor("cortex/prediction_error", "(step, env)", "squared obs units",
+            "the world model's one-step prediction error ‖x_t − x̂_t‖², x̂_t predicted from the "
+            "belief at t − 1 and the previous action, summed over observation dimensions"),
+    Monitor("cortex/entropy", "(step, env)", "nats",
+            "entropy ½ log|2πe Σ_t| of the Gaussian posterior of the hidden column at step t"),
+    Monitor("cortex/inference_iterations", "(step, env)", "iterations",
+            "inference iterations the point posterior took at step t (fewer than "
+            "inference_steps when inference_tol stops it early; amortised initialisation "
+            "saves iterations)"),
+    Monitor("cortex/world_model/loss/{name}", "(update,)", "a.u.",
+            "world-model learning from replay: {name} of one update (prediction_error: mean "
+            "squared one-step error of x on the replayed windows before the update; "
+            "free_energy: per step)"),
+    Monitor("cortex/world_model/env_step", "(update,)", "steps",
+            "environment steps taken at the world-model update"),
+    Monitor("cortex/imagination/imagined", "(start, horizon, d_x)", "obs units",
+            "observations imagined by the world model after filtering a replayed window's "
+            "start, under the actions taken", static=True),
+    Monitor("cortex/imagination/actual", "(start, horizon, d_x)", "obs units",
+            "the observations that actually followed (same windows)", static=True),
+    Monitor("hippocampus/size", "(update,)", "transitions",
+            "transitions stored in replay at the training phase (against rl/update_env_step)"),
+    Monitor("hippocampus/sample_age", "(update,)", "transitions",
+            "mean age of the transitions replayed in the training phase: how many were stored "
+            "after each"),
     Monitor("cortex/{node}/error_rms", "(step,)", "a.u.",
             "RMS prediction error of column {node} over a batch (one row per training step or "
             "batch)"),

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from analysis.recording import Recording
 
-FIGURE_MODULES = ["analysis.figures_pc", "analysis.figures_temporal", "analysis.figures_rl"]
+FIGURE_MODULES = ["analysis.figures_pc", "analysis.figures_temporal", "analysis.figures_rl",
+                  "analysis.figures_agent"]
 
 
 def summarize(path) -> str:

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,7 +31,7 @@ from basal_ganglia.returns import ESTIMATORS, td_errors
 from basal_ganglia.striatum import read_cortex
 from cortex.params import check_finite
 from cortex.perception import RawPerception
-from hippocampus.replay import ReplayMemory
+from hippocampus.replay import PerceivedStates, ReplayMemory
 
 
 def env_factory(env) -> Callable[[], gym.Env]:
@@ -79,6 +81,10 @@ class Agent:
         self.discrete = isinstance(self.action_space, gym.spaces.Discrete)
         self.n_actions = int(self.action_space.n) if self.discrete else None
         self.perception = perception or RawPerception(self.env.observation_space, self.device)
+        if self.perception.has_memory and not hasattr(cfg, "buffer_size"):
+            raise ValueError(f"{algo_cls.name} learns from rollouts without replay; a perception "
+                             f"with memory (the cortex) needs an off-policy algorithm: dqn, "
+                             f"ddpg, svg0 or sac")
         self.state_nodes = tuple(state_nodes or self.perception.nodes)
         unknown = [n for n in self.state_nodes if n not in self.perception.dims]
         if unknown:
@@ -92,17 +98,27 @@ class Agent:
         self.rng = np.random.default_rng(seed)
         self.action_space.seed(seed)
         self.algo = algo_cls(cfg, Spaces(state_dim, self.action_space), self.device)
-        self.memory = None
+        self.memory = self.perceived = None
         if hasattr(cfg, "buffer_size"):
             try:
                 self.memory = ReplayMemory(
                     cfg.buffer_size, self.env.observation_space.shape,
                     () if self.discrete else self.action_space.shape,
-                    action_dtype=np.int64 if self.discrete else np.float32)
+                    action_dtype=np.int64 if self.discrete else np.float32,
+                    alpha=cfg.priority_alpha)
             except MemoryError:
                 raise ValueError(f"{algo_cls.name}.buffer_size={cfg.buffer_size} transitions do "
                                  f"not fit in memory") from None
+            if self.perception.has_memory:
+                self.perceived = PerceivedStates(self.memory, state_dim)
+            if cfg.replay == "prediction_error" and not self.perception.sequence_length:
+                raise ValueError(f"{algo_cls.name}.replay='prediction_error' needs a perception "
+                                 f"with a world model that learns (the cortex); use uniform or "
+                                 f"td_error")
         self.num_steps = 0
+        self.timings: dict[str, float] = {}  # seconds the loops spent per part, over all calls
+        self._last_action = None  # what `act` did last: the efference copy of its next call
+        self._perceived_version = -1  # the world model the stored states were inferred with
 
     def state(self, perception, x, a_prev=None) -> torch.Tensor:
         """z: (B, Σ d) — the configured columns of what `perception` makes of x: (B, d_x)."""
@@ -110,17 +126,59 @@ class Agent:
 
     def replay_states(self, batch):
         """A replayed batch with obs/next_obs replaced by the configured columns of their
-        perceived states (`perception.replayed`), which is what the critics learn from."""
+        perceived states (`perception.replayed`), for a perception without memory."""
         z, z_next = self.perception.replayed(batch)
         return dataclasses.replace(batch, obs=read_cortex(z, self.state_nodes),
                                    next_obs=read_cortex(z_next, self.state_nodes))
 
+    def replay_batch(self, batch_size: int):
+        """A replayed minibatch (uniform or prioritised, `cfg.replay`) as the critics learn from
+        it: obs/next_obs are the perceived states — for a perception with memory the stored
+        ones (`reperceive`)."""
+        if self.cfg.replay == "uniform":
+            batch = self.memory.sample(batch_size, self.rng, device=self.device)
+        else:
+            batch = self.memory.sample_prioritised(batch_size, self.rng,
+                                                   beta=self.cfg.priority_beta, device=self.device)
+        if self.perceived is None:
+            return self.replay_states(batch)
+        z, z_next = self.perceived.read(batch.index, self.device)
+        return dataclasses.replace(batch, obs=z, next_obs=z_next)
+
+    def refresh(self) -> None:
+        """Re-infer the stored states if the world model changed since they were inferred."""
+        version = getattr(self.perception, "version", 0)
+        if version != self._perceived_version:
+            self.reperceive()
+            self._perceived_version = version
+
+    def reperceive(self, chunks: int = 512) -> None:
+        """Re-infer the state of every stored transition with the current world model
+        (`perception.reperceive`, the stream cut into `chunks` pieces)."""
+        index = self.memory.chronological()
+        data = self.memory.arrays(index)
+        last = data["terminated"] | data["truncated"]
+        first = np.concatenate([[True], last[:-1]])
+        z, z_next = self.perception.reperceive(data["obs"], data["action"], first,
+                                               data["next_obs"], last, chunks=chunks)
+        self.perceived.write(index, read_cortex(z, self.state_nodes),
+                             read_cortex(z_next, self.state_nodes))
+
     def act(self, obs, deterministic: bool = False):
-        """Action for one observation (d_x,) (an int or an (A,) array) or a batch (B, d_x)."""
+        """Action for one observation (d_x,) (an int or an (A,) array) or a batch (B, d_x).
+
+        With a perception that has memory, successive calls are successive steps of one
+        episode (the last action is the efference copy); call `perception.reset()` at a new one.
+        """
         obs = np.asarray(obs, np.float32)
         single = obs.ndim == 1
-        z = self.state(self.perception, obs[None] if single else obs)
+        x = obs[None] if single else obs
+        a_prev = self._last_action
+        if a_prev is not None and len(a_prev) != len(x):
+            a_prev = None
+        z = self.state(self.perception, x, a_prev)
         a = self.algo.act(z, deterministic=deterministic, rng=self.rng)
+        self._last_action = a
         return to_env_action(self.action_space, a[0]) if single else a
 
     def learn(self, steps: int, *, recorder=None, progress=None, callback=None,
@@ -173,53 +231,84 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
     key = f"{algo.name}.learning_rate"
     obs, _ = env.reset(seed=agent.seed + agent.num_steps)
     perception.reset()
-    a_prev, episode_return, scale = None, 0.0, DivergenceScale(cfg.gamma)
+    z, activity = agent.state(perception, obs[None]), perception_activity(perception)
+    episode_return, scale = 0.0, DivergenceScale(cfg.gamma)
     for i in range(steps):
         agent.num_steps += 1
         t = agent.num_steps
-        z = agent.state(perception, obs[None], a_prev)
-        if t <= cfg.learning_starts:
-            action = env.action_space.sample()
-        else:
-            action = to_env_action(env.action_space,
-                                   algo.act(z, deterministic=False, rng=agent.rng,
-                                            progress=i / steps)[0])
-        # step the environment; without autoreset, next_obs is the final observation on
-        # truncation, which is what the target bootstraps from
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        memory.add(obs, action, reward, next_obs, terminated, truncated)
+        with timed(agent, "acting"):
+            if t <= cfg.learning_starts:
+                action = env.action_space.sample()
+            else:
+                action = to_env_action(env.action_space,
+                                       algo.act(z, deterministic=False, rng=agent.rng,
+                                                progress=i / steps)[0])
+        with timed(agent, "environment"):
+            # without autoreset, next_obs is the final observation on truncation, which is
+            # what the target bootstraps from
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            memory.add(obs, action, reward, next_obs, terminated, truncated)
         episode_return += float(reward)
         scale.observe(reward)
+        done = terminated or truncated
+        # perceive what the action led to (the efference copy is the action): the state the
+        # next step acts from, or at an episode's end the final state, perceived by a copy
+        a_prev = np.asarray(action)[None]
+        with timed(agent, "perception"):
+            seer = copy.copy(perception) if done else perception
+            z_next = agent.state(seer, next_obs[None], a_prev)
+        if agent.perceived is not None:
+            agent.perceived.write(memory.newest(), z, z_next)
+        if cfg.replay == "prediction_error":  # how surprising the step was to the world model
+            memory.update_priorities([memory.newest()],
+                                     seer.activity()["cortex/prediction_error"])
         if recorder is not None:
-            # a target may sample (SAC's a'); a forked generator keeps the recorded run the
-            # same as an unrecorded one
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                last = agent.replay_states(memory.latest(device=agent.device))
-                q = algo.q_value(last.obs, last.action)
-                delta = algo.target(last) - q
-            record_env_steps(recorder, obs[None, None], np.asarray(action)[None, None],
-                             [[reward]], [[terminated]], [[truncated]], q=q[None],
-                             delta=delta[None])
+            with timed(agent, "recording"):
+                # a target may sample (SAC's a'); a forked generator keeps the recorded run
+                # the same as an unrecorded one
+                with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                    last = dataclasses.replace(memory.latest(device=agent.device), obs=z,
+                                               next_obs=z_next)
+                    q = algo.q_value(last.obs, last.action)
+                    delta = algo.target(last) - q
+                    value = algo.value(z)
+                record_env_steps(recorder, obs[None, None], a_prev[None], [[reward]],
+                                 [[terminated]], [[truncated]], q=q[None], value=value[None],
+                                 delta=delta[None], activity=activity)
             check_finite("Q̂", q, step=t, key=key, where="env step", limit=scale.limit)
-        if terminated or truncated:
+        if done:
             record_episode(recorder, episode_return, t)
             obs, _ = env.reset()
             perception.reset()
-            a_prev, episode_return = None, 0.0
+            with timed(agent, "perception"):
+                z = agent.state(perception, obs[None])
+            episode_return = 0.0
         else:
-            obs, a_prev = next_obs, np.asarray(action)[None]
+            obs, z = next_obs, z_next
+        activity = perception_activity(perception)
         # learn on schedule: the world model θ from replayed sequences (a perception with a
-        # model), then the critics and the policy φ from replayed transitions
+        # model), the stored states re-inferred with it, then the critics and the policy φ
+        # from replayed transitions
+        if perception.sequence_length and t >= cfg.learning_starts:
+            with timed(agent, "world_model"):
+                world = learn_world_model(agent, t - cfg.learning_starts)
+            if world is not None:
+                record_world_model(recorder, world, t)
+        if agent.perceived is not None and t >= cfg.learning_starts and (
+                (t - cfg.learning_starts) % perception.refresh_every == 0):
+            with timed(agent, "reperceive"):
+                agent.refresh()
         if t > cfg.learning_starts and t % cfg.train_freq == 0:
-            world = {}
-            if perception.sequence_length:
-                world = perception.learn(memory.sequences(
-                    cfg.batch_size, perception.sequence_length, agent.rng,
-                    layout=perception.layout, n_actions=agent.n_actions, device=agent.device))
-            updates = [algo.update(agent.replay_states(
-                memory.sample(cfg.batch_size, agent.rng, device=agent.device)))
-                for _ in range(cfg.gradient_steps)]
-            record_updates(recorder, updates, t, key, scale.limit, world)
+            with timed(agent, "updates"):
+                updates, replayed = [], []
+                for _ in range(cfg.gradient_steps):
+                    batch = agent.replay_batch(cfg.batch_size)
+                    updates.append(algo.update(batch))
+                    replayed.append(batch.index)
+                    if cfg.replay == "td_error":
+                        memory.update_priorities(batch.index, updates[-1].delta)
+            record_updates(recorder, updates, t, key, scale.limit)
+            record_replay(recorder, memory, replayed)
         if cfg.target_update_interval and t % cfg.target_update_interval == 0:
             algo.sync_targets()
         maybe_evaluate(agent, recorder, t - 1, t, eval_every, eval_episodes)
@@ -229,6 +318,37 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
             break
     # the next learn call starts a new episode: replayed sequences must not run across
     memory.end_episode()
+
+
+@contextmanager
+def timed(agent: Agent, part: str):
+    """Add the seconds the block takes to `agent.timings[part]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        agent.timings[part] = agent.timings.get(part, 0.0) + time.perf_counter() - start
+
+
+def perception_activity(perception) -> dict:
+    """What the perception did at its last step, {monitor name: (1, …)}, to be recorded."""
+    return perception.activity() if hasattr(perception, "activity") else {}
+
+
+def learn_world_model(agent: Agent, since_start: int) -> dict[str, float] | None:
+    """World-model updates from replayed windows once learning started (`since_start` steps
+    ago): `warmup_updates` + 1 at the start, then one every `perception.learn_every` env steps
+    for `perception.learn_for` steps. Returns the last update's losses, or None when none was
+    due."""
+    perception = agent.perception
+    if since_start % perception.learn_every or since_start > perception.learn_for:
+        return None
+    repeats = 1 + (perception.warmup_updates if since_start == 0 else 0)
+    for _ in range(repeats):
+        world = perception.learn(agent.memory.sequences(
+            perception.batch_size, perception.sequence_length, agent.rng,
+            layout=perception.layout, n_actions=agent.n_actions, device=agent.device))
+    return world
 
 
 @dataclass
@@ -345,9 +465,11 @@ def run_on_policy(agent: Agent, steps: int, *, recorder=None, progress=None, cal
 
 
 def record_env_steps(recorder, obs, action, reward, terminated, truncated, *, q=None,
-                     value=None, delta=None) -> None:
-    """Rows of every per-step dataset: each argument is (T, env, …), T environment steps."""
-    rows = {"env/obs": _np(obs, np.float32), "env/action": _np(action),
+                     value=None, delta=None, activity=None) -> None:
+    """Rows of every per-step dataset: each argument is (T, env, …), T environment steps;
+    `activity` is the perception's {monitor name: (env, …)} of one step."""
+    rows = {**{name: v[None] for name, v in (activity or {}).items()},
+            "env/obs": _np(obs, np.float32), "env/action": _np(action),
             "env/reward": _np(reward, np.float32), "env/terminated": _np(terminated, np.int8),
             "env/truncated": _np(truncated, np.int8), "basal_ganglia/q": q,
             "basal_ganglia/value": value, "basal_ganglia/dopamine": delta}
@@ -384,12 +506,9 @@ class DivergenceScale:
         return 1e6 * (2.0 * self.reward * self.horizon) ** 2
 
 
-def record_updates(recorder, updates: list, env_step: int, key: str, limit: float,
-                   world: dict[str, float] | None = None) -> None:
-    """Record, then check, one training phase: the mean of each loss and free-energy term, and
-    the world model's losses (`world`, recorded as rl/loss/world_<name>)."""
+def record_updates(recorder, updates: list, env_step: int, key: str, limit: float) -> None:
+    """Record, then check, one training phase: the mean of each loss and free-energy term."""
     losses = {k: float(np.mean([u.losses[k] for u in updates])) for k in updates[0].losses}
-    losses.update({f"world_{k}": v for k, v in (world or {}).items()})
     if recorder is not None:
         for name, value in losses.items():
             recorder.append(f"rl/loss/{name}", value)
@@ -400,6 +519,26 @@ def record_updates(recorder, updates: list, env_step: int, key: str, limit: floa
     for name, value in losses.items():
         check_finite(f"loss {name}", value, step=env_step, key=key, where="env step",
                      limit=limit)
+
+
+def record_world_model(recorder, losses: dict[str, float], env_step: int) -> None:
+    """Record, then check, one world-model update (`cortex/world_model/loss/<name>`)."""
+    if recorder is not None:
+        for name, value in losses.items():
+            recorder.append(f"cortex/world_model/loss/{name}", value)
+        recorder.append("cortex/world_model/env_step", env_step)
+    for name, value in losses.items():
+        check_finite(f"world-model {name}", value, step=env_step, key="cortex.lr",
+                     where="env step")
+
+
+def record_replay(recorder, memory: ReplayMemory, replayed: list[np.ndarray]) -> None:
+    """Replay statistics of a training phase (`hippocampus/*`, one row per update): the
+    memory's size and the mean age of the transitions replayed (flat slots `replayed`)."""
+    if recorder is not None:
+        recorder.append("hippocampus/size", len(memory))
+        recorder.append("hippocampus/sample_age",
+                        float(np.mean([memory.age(index) for index in replayed])))
 
 
 def maybe_evaluate(agent: Agent, recorder, before: int, after: int, every: int,

@@ -21,8 +21,8 @@ q(s_t) = N(mu_t, Sigma_t) instead (the Laplace approximation, linearised at the 
   precision rule. With the covariances the readout cannot grow freely while the state
   shrinks (its term ``W F Sigma F W^T`` grows), which the point-mass objective allows.
 
-Scope: one hidden temporal column (``U``, optionally ``B`` and ``b``; no parents, identity
-``g``) that predicts one or more observed columns (no temporal or action input, identity ``g``).
+Scope: one hidden column (``b``, optionally ``U`` and ``B``; without ``U`` the prior of
+every step is N(b + B a, Sigma_s), the past forgotten; no parents, identity ``g``) that predicts one or more observed columns (no temporal or action input, identity ``g``).
 Other graphs fail with an error naming the node. The recursions run in float64 whatever the
 model's dtype. Before the first step the state is N(0, ``initial_variance`` I) and the action
 zero (the convention of :mod:`cortex.temporal`, with the uncertainty made explicit).
@@ -64,16 +64,20 @@ class GaussianPath:
     """Smoothed lag-one cross-covariances ``Cov(s_t, s_{t-1})``, ``(T, B, d, d)`` (t = 0 is
     against the state before the first step); only with ``smooth=True``."""
     smoothed: bool = False
+    innovation: Tensor | None = None
+    """Filtering's one-step prediction errors of the observations ``(T, B, d_obs)``: x_t minus
+    the observation predicted from q(s_{t-1} | x_{<t}) and a_{t-1}."""
 
 
 @dataclass(frozen=True)
-class _Parts:
+class ColumnParts:
     """The column's parameters in float64, and the names needed to report."""
 
     state: str
     observed: tuple[str, ...]
     f: Activation
-    U: Tensor
+    U: Tensor         # zero for a column without a temporal term
+    temporal: bool
     B: Tensor | None
     b: Tensor
     W: Tensor          # (d_obs_total, d): the stacked readouts of the observed columns
@@ -86,15 +90,11 @@ class _Parts:
 def check_laplace_model(model: PCModel) -> tuple[str, tuple[str, ...]]:
     """The state column and the observed columns, or a ``ValueError`` naming what is unsupported."""
     spec = model.spec
-    if not spec.is_temporal:
-        raise ValueError("the Laplace posterior needs a temporal model (temporal=True)")
     hidden = [n for n in spec.nodes if n.kind == "hidden"]
     if len(hidden) != 1:
         raise ValueError(f"the Laplace posterior supports one hidden column, the model has "
                          f"{[n.name for n in hidden]}")
     state = hidden[0]
-    if not state.temporal:
-        raise ValueError(f"hidden column {state.name!r} must be temporal (predict from its own past through U)")
     observed = []
     for node in spec.nodes:
         if node.kind == "input":
@@ -115,26 +115,29 @@ def check_laplace_model(model: PCModel) -> tuple[str, tuple[str, ...]]:
     return state.name, tuple(observed)
 
 
-def _parts(model: PCModel) -> _Parts:
+def laplace_parts(model: PCModel) -> ColumnParts:
+    """The column's parameters in float64 (what :func:`filter_step` takes)."""
     state, observed = check_laplace_model(model)
     k, i = model.slot[state]
     prec = [model.log_precision[model.slot[n][0]][model.slot[n][1]] for n in observed]
     bias = [model.bias[model.slot[n][0]][model.slot[n][1]] for n in observed]
     B = model.action_weight(state).to(_F64) if model.spec.node(state).action else None
+    temporal, d = model.spec.node(state).temporal, model.spec.node(state).dim
     slices, start = {}, 0
     for name in observed:
         slices[name] = slice(start, start + model.spec.node(name).dim)
         start = slices[name].stop
-    return _Parts(
+    return ColumnParts(
         state=state, observed=observed, f=model.groups[k].f,
-        U=model.temporal_weight(state).to(_F64), B=B, b=model.bias[k][i].to(_F64),
+        U=model.temporal_weight(state).to(_F64) if temporal else torch.zeros(d, d, dtype=_F64, device=model.device),
+        temporal=temporal, B=B, b=model.bias[k][i].to(_F64),
         W=torch.cat([model.weight(state, n) for n in observed]).to(_F64),
         c=torch.cat(bias).to(_F64),
         pi_s=model.log_precision[k][i].exp().to(_F64), pi_o=torch.cat(prec).exp().to(_F64), slices=slices,
     )
 
 
-def _stack_observations(parts: _Parts, observations: Mapping[str, Tensor]) -> Tensor:
+def _stack_observations(parts: ColumnParts, observations: Mapping[str, Tensor]) -> Tensor:
     missing = [n for n in parts.observed if n not in observations]
     if missing:
         raise ValueError(f"the Laplace posterior needs observations for every observed node; missing {missing}")
@@ -146,6 +149,60 @@ def _stack_observations(parts: _Parts, observations: Mapping[str, Tensor]) -> Te
 
 def _symmetric(m: Tensor) -> Tensor:
     return 0.5 * (m + m.transpose(-1, -2))
+
+
+@dataclass
+class FilterStep:
+    """One step of the filter: the belief after x_t and what led to it (all float64)."""
+
+    mean: Tensor
+    """``(B, d)``, the posterior mean after x_t."""
+    cov: Tensor
+    """``(B, d, d)``."""
+    prior_mean: Tensor
+    """``(B, d)``, the prediction before x_t."""
+    prior_cov: Tensor
+    """``(B, d, d)``."""
+    jacobian: Tensor
+    """``(B, d, d)``, A = U diag f'(mu_{t-1})."""
+    innovation: Tensor
+    """``(B, d_obs)``, x_t minus its one-step prediction: the world model's prediction error."""
+    log_evidence: Tensor
+    """``(B,)``, log N(x_t; prediction, H P H^T + Sigma_x)."""
+
+
+def initial_belief(p: "ColumnParts", batch: int, initial_variance: float) -> tuple[Tensor, Tensor]:
+    """The belief before the first step: N(0, ``initial_variance`` I), float64."""
+    d = p.U.shape[0]
+    eye = torch.eye(d, dtype=_F64, device=p.U.device)
+    return torch.zeros(batch, d, dtype=_F64, device=eye.device), initial_variance * eye.expand(batch, d, d)
+
+
+def filter_step(p: "ColumnParts", mean: Tensor, cov: Tensor, x: Tensor, action: Tensor | None) -> FilterStep:
+    """The extended Kalman step: predict s_t from the belief about s_{t-1} and a_{t-1} (None:
+    no action term), then correct with x_t ``(B, d_obs)``, linearised at the prediction."""
+    eye = torch.eye(mean.shape[-1], dtype=_F64, device=mean.device)
+    # Predict: s_t ~ N(U f(mu) + B a + b, A Sigma A^T + Sigma_s), A = U diag f'(mu).
+    A = p.U * p.f.grad(mean).unsqueeze(1)
+    m = p.f.fn(mean) @ p.U.T + p.b
+    if p.B is not None and action is not None:
+        m = m + action.to(_F64) @ p.B.T
+    P = _symmetric(A @ cov @ A.transpose(1, 2) + torch.diag(1 / p.pi_s))
+    # Update with x_t, linearised at the prediction (the Laplace / extended step).
+    H = p.W * p.f.grad(m).unsqueeze(1)
+    r_o = torch.diag(1 / p.pi_o)
+    S = _symmetric(H @ P @ H.transpose(1, 2) + r_o)
+    chol = torch.linalg.cholesky(S)
+    gain = torch.cholesky_solve(H @ P, chol).transpose(1, 2)
+    innovation = x.to(_F64) - p.f.fn(m) @ p.W.T - p.c
+    log_evidence = -0.5 * (
+        (innovation * torch.cholesky_solve(innovation.unsqueeze(-1), chol).squeeze(-1)).sum(-1)
+        + 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1) + x.shape[-1] * math.log(2 * math.pi))
+    keep = eye - gain @ H
+    return FilterStep(
+        mean=m + (gain @ innovation.unsqueeze(-1)).squeeze(-1),
+        cov=_symmetric(keep @ P @ keep.transpose(1, 2) + gain @ r_o @ gain.transpose(1, 2)),  # Joseph form
+        prior_mean=m, prior_cov=P, jacobian=A, innovation=innovation, log_evidence=log_evidence)
 
 
 def laplace_filter(
@@ -167,38 +224,23 @@ def laplace_filter(
         raise ValueError(f"initial_variance must be > 0, got {initial_variance}")
     steps, batch = check_sequences(model, observations, actions)
     with torch.no_grad():
-        p = _parts(model)
+        p = laplace_parts(model)
         x = _stack_observations(p, observations)
         d = p.U.shape[0]
         eye = torch.eye(d, dtype=_F64, device=x.device)
-        q_s, r_o = torch.diag(1 / p.pi_s), torch.diag(1 / p.pi_o)
-        mean = torch.zeros(batch, d, dtype=_F64, device=x.device)
-        cov = initial_variance * eye.expand(batch, d, d)
+        mean, cov = initial_belief(p, batch, initial_variance)
         log_evidence = torch.zeros(batch, dtype=_F64, device=x.device)
-        means, covs, priors, prior_covs, jacobians = [], [], [], [], []
+        means, covs, priors, prior_covs, jacobians, innovations = [], [], [], [], [], []
         for t in range(steps):
-            # Predict: s_t ~ N(U f(mu) + B a + b, A Sigma A^T + Sigma_s), A = U diag f'(mu).
-            A = p.U * p.f.grad(mean).unsqueeze(1)
-            m = p.f.fn(mean) @ p.U.T + p.b
-            if p.B is not None and t > 0 and actions is not None:
-                m = m + actions[t - 1].to(_F64) @ p.B.T
-            P = _symmetric(A @ cov @ A.transpose(1, 2) + q_s)
-            # Update with x_t, linearised at the prediction (the Laplace / extended step).
-            H = p.W * p.f.grad(m).unsqueeze(1)
-            S = _symmetric(H @ P @ H.transpose(1, 2) + r_o)
-            chol = torch.linalg.cholesky(S)
-            gain = torch.cholesky_solve(H @ P, chol).transpose(1, 2)
-            innovation = x[t] - p.f.fn(m) @ p.W.T - p.c
-            log_evidence = log_evidence - 0.5 * (
-                (innovation * torch.cholesky_solve(innovation.unsqueeze(-1), chol).squeeze(-1)).sum(-1)
-                + 2 * torch.diagonal(chol, dim1=-2, dim2=-1).log().sum(-1) + x.shape[-1] * math.log(2 * math.pi))
-            mean = m + (gain @ innovation.unsqueeze(-1)).squeeze(-1)
-            keep = eye - gain @ H
-            cov = _symmetric(keep @ P @ keep.transpose(1, 2) + gain @ r_o @ gain.transpose(1, 2))  # Joseph form
-            means.append(mean), covs.append(cov), priors.append(m), prior_covs.append(P), jacobians.append(A)
+            step = filter_step(p, mean, cov, x[t], None if t == 0 or actions is None else actions[t - 1])
+            mean, cov = step.mean, step.cov
+            log_evidence = log_evidence + step.log_evidence
+            means.append(mean), covs.append(cov), priors.append(step.prior_mean)
+            prior_covs.append(step.prior_cov), jacobians.append(step.jacobian)
+            innovations.append(step.innovation)
         path = GaussianPath(mean=torch.stack(means), cov=torch.stack(covs), prior_mean=torch.stack(priors),
                             prior_cov=torch.stack(prior_covs), log_evidence=log_evidence,
-                            jacobian=torch.stack(jacobians))
+                            jacobian=torch.stack(jacobians), innovation=torch.stack(innovations))
         if not torch.isfinite(path.mean).all() or not torch.isfinite(path.cov).all():
             raise FloatingPointError(f"the Laplace filter of column {p.state!r} produced non-finite values "
                                      "(the model's precisions or weights have grown too large)")
@@ -224,7 +266,7 @@ def _smooth(path: GaussianPath, initial_variance: float, eye: Tensor) -> None:
     path.mean, path.cov, path.cross, path.smoothed = mean, cov, cross, True
 
 
-def _expected_terms(p: _Parts, path: GaussianPath, x: Tensor, actions: Tensor | None) -> dict[str, Tensor]:
+def _expected_terms(p: ColumnParts, path: GaussianPath, x: Tensor, actions: Tensor | None) -> dict[str, Tensor]:
     """Errors at the smoothed means and the expected squared errors (per entry); the state
     terms are for the transitions t-1 -> t, t >= 1 (the first state's prior is not learned).
     Expectations linearise f at the means."""
@@ -245,11 +287,11 @@ def _expected_terms(p: _Parts, path: GaussianPath, x: Tensor, actions: Tensor | 
 
 
 def _terms(model: PCModel, path: GaussianPath, observations: Mapping[str, Tensor],
-           actions: Tensor | None) -> tuple[_Parts, Tensor, dict[str, Tensor]]:
+           actions: Tensor | None) -> tuple[ColumnParts, Tensor, dict[str, Tensor]]:
     """The column's parameters, the stacked observations and :func:`_expected_terms`."""
     if not path.smoothed:
         raise ValueError("the expected free energy needs a smoothed path: laplace_filter(..., smooth=True)")
-    p = _parts(model)
+    p = laplace_parts(model)
     x = _stack_observations(p, observations)
     return p, x, _expected_terms(p, path, x, None if actions is None else actions.to(_F64))
 
@@ -324,13 +366,14 @@ def learn_sequences_laplace(
     return path
 
 
-def _route_grads(model: PCModel, p: _Parts, grads: dict[str, Tensor]) -> None:
+def _route_grads(model: PCModel, p: ColumnParts, grads: dict[str, Tensor]) -> None:
     """Add explicit gradients to the parameters that hold U, B, b, W and c (views of stacked tensors)."""
     views, values = [], []
     with torch.enable_grad():
         k, i = model.slot[p.state]
-        views += [model.temporal_weight(p.state), model.bias[k][i]]
-        values += [grads["U"], grads["b"]]
+        views.append(model.bias[k][i]), values.append(grads["b"])
+        if p.temporal:
+            views.append(model.temporal_weight(p.state)), values.append(grads["U"])
         if "B" in grads:
             views.append(model.action_weight(p.state)), values.append(grads["B"])
         for name, rows in p.slices.items():
@@ -340,7 +383,7 @@ def _route_grads(model: PCModel, p: _Parts, grads: dict[str, Tensor]) -> None:
         torch.autograd.backward(views, [v.to(view.dtype) for view, v in zip(views, values)])
 
 
-def _closed_form_precisions(model: PCModel, p: _Parts, e: dict[str, Tensor], rate: float, floor: float) -> None:
+def _closed_form_precisions(model: PCModel, p: ColumnParts, e: dict[str, Tensor], rate: float, floor: float) -> None:
     """1/Pi <- (1 - rate)/Pi + rate * E_q[eps^2], never below ``floor``, for learnable columns."""
     sq_o = (e["eps_o"].pow(2) + e["var_o"]).mean((0, 1))
     expected = {p.state: (e["eps_s"].pow(2) + e["var_s"]).mean((0, 1))}

@@ -34,7 +34,8 @@ class Trajectory:
     energy: dict[str, Tensor]
     """Free energy of each node per step and sample, ``(T, B)``."""
     trace: Tensor
-    """Batch-mean free energy of the step (or window) over inference iterations, ``(T, K+1)``."""
+    """Batch-mean free energy of the step (or window) over inference iterations, ``(T, K+1)``;
+    after an early stop (``tol``) the last value repeats."""
     final: Grouped
     """The last state, grouped; pass it as ``start_state`` to continue, or to :func:`rollout`."""
 
@@ -173,7 +174,8 @@ def run_sequence(
         out_z.append(history[-1])
         out_err.append([e.view(e.shape[0], width, batch, -1)[:, -1] for e in ev.errors])
         out_energy.append([e.view(e.shape[0], width, batch)[:, -1] for e in ev.energies])
-        traces.append(trace)
+        # an early stop (config.tol) leaves F where it stopped for the remaining iterations
+        traces.append(torch.cat([trace, trace[-1:].expand(config.steps + 1 - len(trace))]))
 
     if optimizer is not None and not online:
         for p in model.parameters():

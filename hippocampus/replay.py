@@ -202,6 +202,27 @@ class ReplayMemory:
         return Batch(**t, index=index,
                      weight=torch.as_tensor(weight, dtype=torch.float32, device=device))
 
+    def newest(self, stream: int = 0) -> int:
+        """The flat slot of a stream's newest transition."""
+        k = self._check_stream(stream)
+        return int(k * self.per_stream + (self.pos[k] - 1) % self.per_stream)
+
+    def age(self, index: np.ndarray) -> np.ndarray:
+        """Transitions stored since each flat slot in `index` was written (0: the newest of
+        its stream)."""
+        index = np.asarray(index)
+        stream, slot = index // self.per_stream, index % self.per_stream
+        return (self.pos[stream] - 1 - slot) % self.per_stream
+
+    def chronological(self) -> np.ndarray:
+        """Flat slots of every stored transition: stream 0 oldest to newest, then stream 1 …"""
+        stream, slot = self._chronological()
+        return stream * self.per_stream + slot
+
+    def arrays(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The stored fields at flat slots `index`, as numpy arrays (N, …)."""
+        return {k: self._flat[k][index] for k in _FIELDS}
+
     def latest(self, n: int = 1, *, stream: int | None = None, device=None) -> Batch:
         """The `n` most recent transitions of a stream, oldest first, fields (n, ...).
 
@@ -457,3 +478,29 @@ def _is_replay_file(path: Path) -> bool:
             return f.attrs.get("format") == _FORMAT
     except OSError:
         return False
+
+
+class PerceivedStates:
+    """The states a perception with memory inferred for each stored transition, slot by slot
+    beside a ReplayMemory: z_t (after x_t) and z_{t+1} (after the observation it led to), as
+    the critics read them (B, d). The loop writes each new transition's online states and
+    replaces them all when the world model has changed (`perception.reperceive`)."""
+
+    def __init__(self, memory: ReplayMemory, dim: int):
+        slots = memory.n_streams * memory.per_stream
+        self.state = np.zeros((slots, dim), np.float32)
+        self.next_state = np.zeros((slots, dim), np.float32)
+
+    def write(self, index, state, next_state) -> None:
+        """Set the states of flat slots `index` (an int or (N,)); state, next_state (N, d)."""
+        self.state[index] = _numpy(state)
+        self.next_state[index] = _numpy(next_state)
+
+    def read(self, index: np.ndarray, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, z') of flat slots `index`, tensors (B, d)."""
+        return (torch.as_tensor(self.state[index], device=device),
+                torch.as_tensor(self.next_state[index], device=device))
+
+
+def _numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

@@ -54,8 +54,19 @@ def describe_config(cls: type) -> str:
     """One entry per field: `name: type = default` and its help text with the values it admits
     (e.g. "(>= 1)", "(one of: point, laplace)"), nested fields dotted."""
     lines = []
+    try:  # the effective defaults: a section's factory may set its own
+        defaults = cls()
+    except (TypeError, ValueError):
+        defaults = None
     for key, typ, field in _leaf_fields(cls):
-        lines.append(f"{key}: {_type_name(typ)} = {_format_default(field)}")
+        if defaults is None:
+            shown = _format_default(field)
+        else:
+            value = defaults
+            for part in key.split("."):
+                value = getattr(value, part)
+            shown = _format_value(value)
+        lines.append(f"{key}: {_type_name(typ)} = {shown}")
         admits = _admissible(field.metadata, typ)
         help_text = field.metadata.get("help", "")
         lines.append(f"    {help_text} ({admits})" if admits else f"    {help_text}")
@@ -115,21 +126,25 @@ def _field_type(cls: type, key: str) -> Any:
     raise ValueError(f"unknown config key {key!r} for {cls.__name__}; valid keys: {valid}")
 
 
-def _instantiate(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def _instantiate(cls: type, values: dict[str, Any], prefix: str, base: Any = None) -> Any:
+    """`cls` from the dotted `values` under `prefix`; unset fields keep their defaults, or those
+    of `base` (a section's default instance, which its field's factory may set apart)."""
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for field in dataclasses.fields(cls):
         key = f"{prefix}{field.name}"
         if _is_section(hints[field.name]):
+            section = (None if field.default_factory is dataclasses.MISSING
+                       else field.default_factory())
             try:
-                kwargs[field.name] = _instantiate(hints[field.name], values, f"{key}.")
+                kwargs[field.name] = _instantiate(hints[field.name], values, f"{key}.", section)
             except ValueError as error:  # a section validates itself without knowing its key
                 raise ValueError(f"section {key!r}: {error}") from None
         elif key in values:
             kwargs[field.name] = values[key]
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise ValueError(f"config key {key!r} of {cls.__name__} has no default and was not given")
-    return cls(**kwargs)
+    return cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
 
 
 def _from_file(cls: type, key: str, value: Any) -> Any:
@@ -243,6 +258,10 @@ def _format_default(field: dataclasses.Field) -> str:
         default = field.default_factory()
     else:
         return "(required)"
+    return _format_value(default)
+
+
+def _format_value(default: Any) -> str:
     if default is None:
         return "none"
     if isinstance(default, tuple):

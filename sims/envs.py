@@ -99,3 +99,35 @@ ENVIRONMENTS = {"PavlovianConditioning": PavlovianConditioning, "RandomWalk": Ra
 for _name, _cls in ENVIRONMENTS.items():
     if f"brainloop/{_name}-v0" not in gym.registry:
         gym.register(f"brainloop/{_name}-v0", entry_point=_cls)
+
+
+class PartialObservation(gym.ObservationWrapper):
+    """Show the agent some observation dimensions (`observe`, in order; empty = all), with
+    Gaussian noise of standard deviation `noise` added (drawn from a generator seeded `seed`).
+    Hiding dimensions makes a task partially observable: Pendulum-v1 with observe=(0, 1)
+    shows (cos θ, sin θ) and hides the angular velocity."""
+
+    def __init__(self, env: gym.Env, observe: tuple[int, ...] = (), noise: float = 0.0,
+                 seed: int = 0):
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+            raise ValueError(f"observe/obs_noise need a 1-D Box observation space, got {space}")
+        d = space.shape[0]
+        bad = [i for i in observe if not 0 <= i < d]
+        if bad or len(set(observe)) != len(observe):
+            raise ValueError(f"config key 'observe': dimensions {list(observe)} must be distinct "
+                             f"and in [0, {d}) for this environment")
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"config key 'obs_noise' must be finite and >= 0, got {noise}")
+        self.index = np.asarray(observe or range(d), np.int64)
+        self.noise = float(noise)
+        self.noise_rng = np.random.default_rng(seed)
+        self.observation_space = gym.spaces.Box(space.low[self.index], space.high[self.index],
+                                                dtype=np.float32)
+
+    def observation(self, observation):
+        x = np.asarray(observation, np.float32)[self.index]
+        if self.noise:
+            x = x + self.noise * self.noise_rng.standard_normal(x.shape).astype(np.float32)
+        return x

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -33,8 +34,8 @@ from sims.registry import Simulation, register
 PERCEPTIONS = {"raw": RawPerception}
 
 
-def _section(cls, algo: str):
-    return dataclasses.field(default_factory=cls, metadata={
+def _section(cls, algo: str, **defaults):
+    return dataclasses.field(default_factory=functools.partial(cls, **defaults), metadata={
         "help": f"{algo} hyper-parameters (used when algo={algo})"})
 
 
@@ -59,6 +60,17 @@ def check_env_id(env_id: str) -> gym.Env:
         raise ValueError(f"config key 'env': {env_id!r} cannot be made: {error}") from None
 
 
+def check_unused_sections(cfg, names) -> None:
+    """ValueError when an algorithm section other than `cfg.algo`'s was changed from its
+    defaults: the values would be silently ignored."""
+    defaults = {f.name: f.default_factory() for f in dataclasses.fields(cfg) if f.name in names}
+    for name in names:
+        # compared by repr: a nan default (SAC's target_entropy) is unequal to itself
+        if name != cfg.algo and repr(getattr(cfg, name)) != repr(defaults[name]):
+            raise ValueError(f"config keys {name}.* were set, but algo={cfg.algo!r}: set "
+                             f"{cfg.algo}.* instead, or algo={name}")
+
+
 @dataclass(frozen=True)
 class RLConfig:
     algo: str = param("ppo", "the algorithm", choices=tuple(ALGORITHMS))
@@ -79,11 +91,7 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        for name, cls in ALGORITHMS.items():
-            # compared by repr: a nan default (SAC's target_entropy) is unequal to itself
-            if name != self.algo and repr(getattr(self, name)) != repr(cls.config_cls()):
-                raise ValueError(f"config keys {name}.* were set, but algo={self.algo!r}: set "
-                                 f"{self.algo}.* instead, or algo={name}")
+        check_unused_sections(self, ALGORITHMS)
         env = check_env_id(self.env)
         try:
             check_action_space(ALGORITHMS[self.algo], env.action_space)

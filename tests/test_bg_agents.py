@@ -101,7 +101,7 @@ class TwoColumnPerception:
     def __init__(self, d: int):
         self.dims = {"x": d, "noise": 5}
         self.nodes = tuple(self.dims)
-        self.sequence_length, self.layout = 0, None
+        self.sequence_length, self.layout, self.has_memory = 0, None, False
         self.resets = 0
 
     def reset(self, done=None):
@@ -126,6 +126,8 @@ class WorldModelProbe(TwoColumnPerception):
         super().__init__(d)
         self.sequence_length = 6
         self.layout = {"angle": [0, 1], "velocity": [2]}
+        # the world model's schedule: an update every 25 env steps from learning_starts on
+        self.learn_every, self.batch_size, self.warmup_updates, self.learn_for = 25, 16, 0, 10**9
         self.seen = []
 
     def learn(self, sequences):
@@ -139,18 +141,19 @@ def test_the_loop_trains_the_world_model_on_replayed_sequences_in_the_cortex_lay
                        **dict(OFF, train_freq=25))
     with Recorder(tmp_path / "w.h5", sim="rl", seed=0, config={}) as rec:
         agent.learn(150, recorder=rec)
-    assert len(probe.seen) == (150 - 50) // 25
+    assert len(probe.seen) == (150 - 50) // 25 + 1  # at learning_starts = 50, then every 25
     for seq in probe.seen:
         assert seq.obs["angle"].shape == (6, 16, 2) and seq.obs["velocity"].shape == (6, 16, 1)
         assert seq.actions.shape == (6, 16, 1)
         # consecutive steps of one episode: each next observation is the following observation
         assert torch.equal(seq.next_obs["angle"][:-1], seq.obs["angle"][1:])
     with Recording(tmp_path / "w.h5") as r:
-        assert r.shape("rl/loss/world_energy") == r.shape("rl/update_env_step") == (4,)
+        assert r.shape("cortex/world_model/loss/energy") == r.shape("cortex/world_model/env_step") == (5,)
+        assert list(r["cortex/world_model/env_step"]) == [50, 75, 100, 125, 150]
     # a learn call that stops mid-episode closes it: the next call's windows never bridge the gap
     agent.learn(37)
     agent.learn(113)
-    for seq in probe.seen[4:]:
+    for seq in probe.seen[5:]:
         assert torch.equal(seq.next_obs["angle"][:-1], seq.obs["angle"][1:])
 
 

@@ -207,8 +207,13 @@ def test_unsupported_graphs_and_data_fail_by_name() -> None:
     static.add_node("s", dim=3)
     static.add_node("x", dim=2, kind="observed")
     static.add_edge("s", "x")
-    with pytest.raises(ValueError, match="temporal"):
-        laplace_filter(PCModel(static), {"x": x})
+    # a column without U or B forgets the past: each step's posterior depends on x_t alone
+    static_model = PCModel(static, generator=torch.Generator().manual_seed(0), dtype=F64)
+    xs = torch.randn(4, 2, 2, dtype=F64)
+    swapped = xs.clone()
+    swapped[:2] = torch.randn(2, 2, 2, dtype=F64)
+    assert torch.allclose(laplace_filter(static_model, {"x": xs}).mean[2:],
+                          laplace_filter(static_model, {"x": swapped}).mean[2:])
     model = column_model(0, observed=(("x", 2), ("y", 3))).float()
     with pytest.raises(ValueError, match="'y'"):
         laplace_filter(model, {"x": x}, torch.zeros(4, 2, 1))

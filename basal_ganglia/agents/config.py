@@ -43,6 +43,15 @@ class OffPolicyConfig(AlgorithmConfig):
                        ge=0.0, le=1.0)
     target_update_interval: int = param(0, "env steps between target updates (0 = one after "
                                         "every gradient step)", ge=0)
+    replay: str = param("uniform", "how replay samples transitions: uniform; td_error: "
+                        "P(i) ∝ (|δ_i| + ε)^α, δ of the transition's last update; "
+                        "prediction_error: P(i) ∝ (the world model's one-step error of the "
+                        "transition's next observation)^α (a perception with a world model); "
+                        "prioritised losses carry importance weights (N P(i))^−β",
+                        choices=("uniform", "td_error", "prediction_error"))
+    priority_alpha: float = param(0.6, "priority exponent α of prioritised replay", ge=0.0)
+    priority_beta: float = param(0.4, "importance-weight exponent β of prioritised replay",
+                                 ge=0.0, le=1.0)
 
 
 @dataclass(frozen=True)

@@ -60,13 +60,18 @@ class DDPG:
         return self.q(z, action)
 
     @torch.no_grad()
+    def value(self, z) -> torch.Tensor:
+        """V̂(z) = Q̂(z, μ(z)) of the deterministic policy."""
+        return self.q(z, self.actor(z))
+
+    @torch.no_grad()
     def target(self, batch) -> torch.Tensor:
         next_q = self.q_target(batch.next_obs, self.actor_target(batch.next_obs))
         return td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
 
     def update(self, batch) -> Update:
         delta = self.target(batch) - self.q(batch.obs, batch.action)
-        q_loss = 0.5 * delta.pow(2).mean()
+        q_loss = 0.5 * (batch.weight * delta.pow(2)).mean()  # importance weights (ones: uniform)
         self.q_opt.zero_grad()
         q_loss.backward()
         self.q_opt.step()

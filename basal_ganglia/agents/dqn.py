@@ -81,6 +81,11 @@ class DQN:
         return self.q(z).gather(-1, action.long()[:, None]).squeeze(-1)
 
     @torch.no_grad()
+    def value(self, z) -> torch.Tensor:
+        """V̂(z) = max_a Q̂(z, a) of the greedy policy."""
+        return self.q(z).max(-1).values
+
+    @torch.no_grad()
     def target(self, batch) -> torch.Tensor:
         if self.cfg.double_q:
             greedy = self.q(batch.next_obs).argmax(-1, keepdim=True)
@@ -91,7 +96,9 @@ class DQN:
 
     def update(self, batch) -> Update:
         delta = self.target(batch) - self.q_value(batch.obs, batch.action)
-        loss = nn.functional.smooth_l1_loss(delta, torch.zeros_like(delta))
+        # importance weights of prioritised replay (ones for uniform sampling)
+        loss = (batch.weight * nn.functional.smooth_l1_loss(
+            delta, torch.zeros_like(delta), reduction="none")).mean()
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.max_grad_norm)

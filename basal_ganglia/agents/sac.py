@@ -90,6 +90,12 @@ class SAC:
         return self.q.min(z, action)
 
     @torch.no_grad()
+    def value(self, z) -> torch.Tensor:
+        """V̂(z) = min Q̂(z, a) − α log π(a|z), one sample a ~ π (the ventral reading)."""
+        a, logp = self.actor.sample(z)
+        return self.q.min(z, a) - self.alpha * logp
+
+    @torch.no_grad()
     def target(self, batch) -> torch.Tensor:
         """r + γ (1 − terminated) V̂'(z'), V̂'(z') = min Q̂'(z', a') − α log π(a'|z'), a' ~ π."""
         a, logp = self.actor.sample(batch.next_obs)
@@ -108,7 +114,8 @@ class SAC:
             losses["alpha"] = alpha_loss.item()
         target = self.target(batch)
         qs = self.q(batch.obs, batch.action)
-        q_loss = sum(0.5 * (q - target).pow(2).mean() for q in qs)
+        # importance weights of prioritised replay (ones for uniform sampling)
+        q_loss = sum(0.5 * (batch.weight * (q - target).pow(2)).mean() for q in qs)
         self.q_opt.zero_grad()
         q_loss.backward()
         self.q_opt.step()
