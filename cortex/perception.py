@@ -159,9 +159,10 @@ class CortexPerception:
     The observation is clamped at the column `x`; the hidden columns (`s` and, for a
     hierarchy, `s2`, ... above it) are inferred at every environment step with the past fixed
     (filtering): their prior is the prediction from their own last state (U) and the last
-    action (B, the efference copy). Replayed transitions are re-inferred with the current world
-    model over `burn_in` steps of their history; the world model learns from replayed windows
-    of `sequence_length` steps. Offers the columns `x` and the hidden ones.
+    action (B, the efference copy). The world model learns from replayed windows of
+    `sequence_length` steps (`learn`); the states of every stored transition are re-inferred
+    with the current world model on the loop's schedule (`reperceive`), and the critics learn
+    from those. Offers the columns `x` and the hidden ones.
     """
 
     layout = None  # one observed column, `x`, takes every observation dimension
