@@ -225,6 +225,29 @@ def read_config_file(path: str | Path, what: str = "config file") -> dict:
     return data
 
 
+def hidden_names(depth: int) -> list[str]:
+    """Names of a stack of `depth` hidden columns, top first: ``s{depth}``, ..., ``s2``, ``s``
+    (``s`` is the column that predicts the observation)."""
+    return [f"s{depth - i}" if i < depth - 1 else "s" for i in range(depth)]
+
+
+def sensory_chain(hidden: tuple[int, ...], obs_dim: int, *, activation: str,
+                  state_precision: float, obs_precision: float, learn_precision: bool,
+                  **hidden_attrs: Any) -> nx.DiGraph:
+    """Hidden columns of widths `hidden` (top first, named by :func:`hidden_names`), each
+    predicting the next, the last predicting the observed column ``x`` of `obs_dim`.
+    `hidden_attrs` go to the hidden columns (e.g. ``temporal=False, action=False``)."""
+    g = nx.DiGraph()
+    names = hidden_names(len(hidden))
+    for name, width in zip(names, hidden):
+        g.add_node(name, dim=width, activation=activation, precision=state_precision,
+                   learn_precision=learn_precision, **hidden_attrs)
+    g.add_node("x", dim=obs_dim, kind="observed", precision=obs_precision,
+               learn_precision=learn_precision)
+    g.add_edges_from(zip(names, names[1:] + ["x"]))
+    return g
+
+
 def chain(dims: Mapping[str, int], *, top_kind: str = "hidden", bottom_kind: str = "observed",
           activation: str = "tanh", **node_attrs: Any) -> nx.DiGraph:
     """A hierarchical chain ``n_1 -> n_2 -> ... -> n_L`` (the classic PC network).

@@ -22,7 +22,8 @@ q(s_t) = N(mu_t, Sigma_t) instead (the Laplace approximation, linearised at the 
   shrinks (its term ``W F Sigma F W^T`` grows), which the point-mass objective allows.
 
 Scope: one hidden column (``b``, optionally ``U`` and ``B``; without ``U`` the prior of
-every step is N(b + B a, Sigma_s), the past forgotten; no parents, identity ``g``) that predicts one or more observed columns (no temporal or action input, identity ``g``).
+every step is N(b + B a, Sigma_s), the past forgotten; no parents, identity ``g``) that
+predicts one or more observed columns (no temporal or action input, identity ``g``).
 Other graphs fail with an error naming the node. The recursions run in float64 whatever the
 model's dtype. Before the first step the state is N(0, ``initial_variance`` I) and the action
 zero (the convention of :mod:`cortex.temporal`, with the uncertainty made explicit).
@@ -129,7 +130,8 @@ def laplace_parts(model: PCModel) -> ColumnParts:
         start = slices[name].stop
     return ColumnParts(
         state=state, observed=observed, f=model.groups[k].f,
-        U=model.temporal_weight(state).to(_F64) if temporal else torch.zeros(d, d, dtype=_F64, device=model.device),
+        U=(model.temporal_weight(state).to(_F64) if temporal
+           else torch.zeros(d, d, dtype=_F64, device=model.device)),
         temporal=temporal, B=B, b=model.bias[k][i].to(_F64),
         W=torch.cat([model.weight(state, n) for n in observed]).to(_F64),
         c=torch.cat(bias).to(_F64),

@@ -26,11 +26,11 @@ import math
 from dataclasses import dataclass
 
 import gymnasium as gym
-import networkx as nx
 import numpy as np
 import torch
 
 from cortex.activations import ACTIVATIONS
+from cortex.graph import hidden_names, sensory_chain
 from cortex.inference import InferenceConfig, forward_fill, infer
 from cortex.laplace import (filter_step, initial_belief, laplace_filter, laplace_parts,
                             learn_sequences_laplace)
@@ -141,11 +141,6 @@ class CortexConfig:
                              f"column, got {self.hidden}; use posterior=point for a hierarchy")
 
 
-def hidden_names(depth: int) -> list[str]:
-    """Top first: ``s{depth}``, ..., ``s2``, ``s`` (the column that predicts x)."""
-    return [f"s{depth - i}" if i < depth - 1 else "s" for i in range(depth)]
-
-
 def efference_dim(action_space: gym.Space) -> int:
     """Width of the efference copy: one-hot for a discrete space, the action for a Box."""
     if isinstance(action_space, gym.spaces.Discrete):
@@ -178,14 +173,10 @@ class CortexPerception:
         self.discrete = isinstance(action_space, gym.spaces.Discrete)
         self.action_dim = efference_dim(action_space)
         names = hidden_names(len(cfg.hidden))
-        g = nx.DiGraph()
-        for name, width in zip(names, cfg.hidden):
-            g.add_node(name, dim=width, activation=cfg.activation,
-                       precision=cfg.state_precision, learn_precision=cfg.learn_precision,
-                       temporal=cfg.temporal, action=cfg.efference_copy)
-        g.add_node("x", dim=int(observation_space.shape[0]), kind="observed",
-                   precision=cfg.obs_precision, learn_precision=cfg.learn_precision)
-        g.add_edges_from(zip(names, names[1:] + ["x"]))
+        g = sensory_chain(cfg.hidden, int(observation_space.shape[0]),
+                          activation=cfg.activation, state_precision=cfg.state_precision,
+                          obs_precision=cfg.obs_precision, learn_precision=cfg.learn_precision,
+                          temporal=cfg.temporal, action=cfg.efference_copy)
         self.model = PCModel(g, action_dim=self.action_dim, temporal=True,
                              generator=torch.Generator().manual_seed(seed), device=self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)

@@ -35,11 +35,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import networkx as nx
 import torch
 from torch import Tensor
 
 from cortex import InferenceConfig, PCModel, rollout, run_sequence
+from cortex.graph import hidden_names, sensory_chain
 from cortex.activations import ACTIVATIONS
 from cortex.laplace import expected_free_energy, laplace_filter, learn_sequences_laplace, mean_errors
 from cortex.params import check_finite, param, validate
@@ -139,20 +139,10 @@ def simulate(cfg: PendulumModelConfig, episodes: int, gen: torch.Generator) -> t
     return x.float(), torque.unsqueeze(-1).float(), torch.stack(state).float()
 
 
-def hidden_names(cfg: PendulumModelConfig) -> list[str]:
-    """``s`` for the column that predicts x, ``s2``, ``s3``, ... above it."""
-    return [f"s{len(cfg.hidden) - i}" if i < len(cfg.hidden) - 1 else "s" for i in range(len(cfg.hidden))]
-
-
 def world_model(cfg: PendulumModelConfig, obs_dim: int, gen: torch.Generator) -> PCModel:
-    g = nx.DiGraph()
-    names = hidden_names(cfg)
-    learn = cfg.posterior == "laplace"
-    for name, width in zip(names, cfg.hidden):
-        g.add_node(name, dim=width, activation=cfg.activation, precision=cfg.state_precision, learn_precision=learn)
-    g.add_node("x", dim=obs_dim, kind="observed", precision=cfg.obs_precision, learn_precision=learn)
-    chain = names + ["x"]
-    g.add_edges_from(zip(chain[:-1], chain[1:]))
+    g = sensory_chain(cfg.hidden, obs_dim, activation=cfg.activation,
+                      state_precision=cfg.state_precision, obs_precision=cfg.obs_precision,
+                      learn_precision=cfg.posterior == "laplace")
     return PCModel(g, temporal=True, action_dim=1, generator=gen)
 
 
@@ -187,7 +177,7 @@ def filtered_states(model: PCModel, x: Tensor, u: Tensor, cfg: PendulumModelConf
     """The online state estimates ``{hidden node: (T, B, d)}`` on sequences: the point posterior's
     (filtering or the newest step of a window) or the Laplace filter's means."""
     if cfg.posterior == "laplace":
-        return {hidden_names(cfg)[0]: laplace_filter(model, {"x": x}, u).mean.to(model.dtype)}
+        return {hidden_names(len(cfg.hidden))[0]: laplace_filter(model, {"x": x}, u).mean.to(model.dtype)}
     return run_sequence(model, {"x": x}, u, infer_cfg, window=cfg.window).z
 
 
@@ -204,7 +194,7 @@ def imagination_errors(model: PCModel, x: Tensor, u: Tensor, cfg: PendulumModelC
         raise ValueError(f"episode_steps={x.shape[0]} leaves no start point after warmup={cfg.warmup} "
                          f"for horizon={h}")
     batch = x.shape[1]
-    state = model.to_grouped({n: torch.cat([z[n][t] for t in starts]) for n in hidden_names(cfg)},
+    state = model.to_grouped({n: torch.cat([z[n][t] for t in starts]) for n in hidden_names(len(cfg.hidden))},
                              batch * len(starts))
     actions = torch.cat([u[t:t + h] for t in starts], dim=1)
     imagined = rollout(model, state, actions)["x"]
