@@ -167,6 +167,35 @@ MONITORS: tuple[Monitor, ...] = (
     Monitor("conditioning/omission_value", "(trial_step,)", "reward",
             "V̂(x_t) at each step t of the omission probe trial (no learning)", static=True),
 
+    # revaluation-salt / revaluation-room: reward bases (rb), scalar TD (td) and the successor
+    # representation (sr) through a motivational timeline.
+    Monitor("revaluation/alpha/{basis}", "(trial or episode,)", "weight",
+            "motivational weight α of reward basis {basis} in each trial or episode",
+            static=True),
+    Monitor("revaluation/switch", "(switch,)", "trials or episodes",
+            "first trial (episode) of each motivational phase after the first", static=True),
+    Monitor("revaluation/extinction_from", "()", "trials",
+            "first trial without outcomes in the extinction condition", static=True),
+    Monitor("revaluation/{condition}/cue", "(trial,)", "index",
+            "the cue presented in each trial (index in the config's cues)"),
+    Monitor("revaluation/{condition}/{learner}/value/{cue}", "(trial,)", "reward",
+            "value of cue {cue} for learner {learner} at the start of the trial (before its "
+            "learning; reward bases: Σ α_i V̂_i with the trial's α)"),
+    Monitor("revaluation/{condition}/{learner}/p_approach/{cue}", "(trial,)", "probability",
+            "probability σ(β V̂) that learner {learner} approaches cue {cue} at the start of "
+            "the trial"),
+    Monitor("revaluation/{condition}/{learner}/dopamine_cue", "(trial,)", "reward",
+            "dopamine δ at cue onset (the inter-trial → cue step) of learner {learner}; reward "
+            "bases: Σ α_i δ^i"),
+    Monitor("revaluation/{condition}/bases/{basis}/dopamine_cue", "(trial,)", "reward",
+            "dopamine δ^i of reward basis {basis} at cue onset (not weighed by α)"),
+    Monitor("revaluation/room/{learner}/steps", "(episode,)", "steps",
+            "steps learner {learner} took in each episode (max_steps when cut short)"),
+    Monitor("revaluation/room/{learner}/goal", "(episode,)", "index",
+            "goal (basis index) learner {learner} reached in each episode; −1 when cut short"),
+    Monitor("revaluation/room/{learner}/memory", "()", "values",
+            "number of values learner {learner} stores", static=True),
+
     # tracking: temporal PC against the Kalman filter on a noisy moving target.
     Monitor("tracking/true_state", "(step, sequence, 3)", "m, m/s, m/s^2",
             "true hidden state s_t = (position, velocity, acceleration)"),

@@ -13,7 +13,7 @@ from pathlib import Path
 from analysis.recording import Recording
 
 FIGURE_MODULES = ["analysis.figures_pc", "analysis.figures_temporal", "analysis.figures_rl",
-                  "analysis.figures_agent"]
+                  "analysis.figures_agent", "analysis.figures_revaluation"]
 
 
 def summarize(path) -> str:

@@ -166,7 +166,12 @@ class BasalGanglia:
                 d_bases = torch.zeros_like(bases)
                 d = torch.zeros_like(value)
             else:
-                r = torch.as_tensor(reward_prev, dtype=bases.dtype).reshape(-1, bases.shape[-1])
+                r = torch.as_tensor(reward_prev, dtype=bases.dtype)
+                k = bases.shape[-1]
+                if r.numel() != len(bases) * k or (k > 1 and r.shape[-1:] != (k,)):
+                    raise ValueError(f"reward of shape {tuple(r.shape)} for {len(bases)} "
+                                     f"state(s) and {k} reward bases: give ({len(bases)}, {k})")
+                r = r.reshape(-1, k)
                 term = torch.as_tensor(
                     False if terminated_prev is None else terminated_prev).reshape(-1)
                 d_bases, d = reward_basis_td_errors(r, self._prev_bases, bases, term,

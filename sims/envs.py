@@ -11,12 +11,24 @@ steps. Reward arrives with the transition into the US time step.
 moves one step left or right (the random behaviour of TD prediction is a uniform choice),
 termination off either end, reward 1 off the right end. With γ = 1 and the uniform policy,
 V(i) = i / (n + 1). Observations are one-hot.
+
+`CueOutcome` and `GridRoom` emit a vector of named basis rewards (`reward_bases`, a
+`basal_ganglia.reward_bases.RewardBases`) in `info["reward_bases"]` at every step, for the
+revaluation simulations; their scalar reward is the plain sum, since the agent weighs the bases
+by its own motivation α. Their observation is a state index (Discrete), for tabular learners.
+`CueOutcome` — Pavlovian trials: the inter-trial state, then one of C cues at random, then that
+cue's outcome (the basis rewards; none in extinction). `GridRoom` — an open square room with a
+goal per basis; entering any goal ends the episode with its basis reward.
 """
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import gymnasium as gym
 import numpy as np
+
+from basal_ganglia.reward_bases import RewardBases
 
 
 class PavlovianConditioning(gym.Env):
@@ -92,6 +104,106 @@ class RandomWalk(gym.Env):
     def true_values(self) -> np.ndarray:
         """V(i) = i / (n + 1) under the uniform policy, γ = 1, states 1..n."""
         return np.arange(1, self.n_states + 1) / (self.n_states + 1)
+
+
+class CueOutcome(gym.Env):
+    """Pavlovian cue → outcome trials with vector outcomes (e.g. the Dead Sea salt task).
+
+    States: 0 the inter-trial state; 1..C the cues; C+1..2C their outcomes (terminal). Each
+    trial: reset → state 0; the first step shows a cue drawn uniformly (reward 0), the second
+    delivers its outcome (`info["reward_bases"]`, the cue's basis rewards, zero when reset with
+    options={"extinction": True}) and ends the trial. options={"cue": name} forces the cue.
+    outcomes: cue name → basis rewards (K,). One no-op action.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, bases: RewardBases, outcomes: Mapping[str, np.ndarray]):
+        if not outcomes:
+            raise ValueError("CueOutcome needs at least one cue")
+        self.reward_bases, self.cues = bases, tuple(outcomes)
+        self.outcomes = np.stack([bases.check(outcomes[c], f"outcome of cue {c!r}")
+                                  for c in self.cues])
+        self.n_states = 1 + 2 * len(self.cues)
+        self.observation_space = gym.spaces.Discrete(self.n_states)
+        self.action_space = gym.spaces.Discrete(1)
+
+    def cue_state(self, cue: int) -> int:
+        return 1 + cue
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        options = options or {}
+        self.extinction = bool(options.get("extinction", False))
+        forced = options.get("cue")
+        if forced is not None and forced not in self.cues:
+            raise ValueError(f"cue {forced!r} is not one of {', '.join(self.cues)}")
+        self.cue = (self.cues.index(forced) if forced is not None
+                    else int(self.np_random.integers(len(self.cues))))
+        self.state = 0
+        return self.state, {"reward_bases": np.zeros(len(self.reward_bases))}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        if self.state == 0:
+            self.state = self.cue_state(self.cue)
+            return self.state, 0.0, False, False, {"reward_bases": np.zeros(len(self.reward_bases))}
+        if self.state != self.cue_state(self.cue):
+            raise RuntimeError("CueOutcome: the trial has ended; call reset()")
+        self.state = 1 + len(self.cues) + self.cue
+        r = np.zeros(len(self.reward_bases)) if self.extinction else self.outcomes[self.cue].copy()
+        return self.state, float(r.sum()), True, False, {"reward_bases": r}
+
+
+class GridRoom(gym.Env):
+    """An open `size` × `size` room with one goal per reward basis.
+
+    The agent starts at `start` (default the centre); actions 0–3 move up, down, left, right
+    (a move into the wall leaves it in place); entering a goal ends the episode (terminated)
+    with that goal's one-hot basis reward in `info["reward_bases"]`; `max_steps` truncates.
+    The observation is the cell index row · size + col. goals: basis name → (row, col).
+    """
+
+    metadata = {"render_modes": []}
+    MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])
+
+    def __init__(self, size: int, goals: Mapping[str, tuple[int, int]], *,
+                 start: tuple[int, int] | None = None, max_steps: int = 100):
+        self.reward_bases = RewardBases(tuple(goals))
+        self.size, self.max_steps = size, max_steps
+        self.start = (size // 2, size // 2) if start is None else tuple(start)
+        cells = {name: tuple(int(v) for v in cell) for name, cell in goals.items()}
+        for name, cell in {**cells, "start": self.start}.items():
+            if not all(0 <= v < size for v in cell) or len(cell) != 2:
+                raise ValueError(f"{name} at {cell} is outside the {size}×{size} room")
+        taken = list(cells.values()) + [self.start]
+        if len(set(taken)) != len(taken):
+            raise ValueError(f"goals and start must be different cells, got {cells}, start "
+                             f"{self.start}")
+        self.goal_of = {r * size + c: k for k, (r, c) in enumerate(cells.values())}
+        self.observation_space = gym.spaces.Discrete(size * size)
+        self.action_space = gym.spaces.Discrete(4)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.cell, self.t = np.array(self.start), 0
+        return self._obs(), {"reward_bases": np.zeros(len(self.reward_bases))}
+
+    def _obs(self) -> int:
+        return int(self.cell[0] * self.size + self.cell[1])
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
+        self.cell = np.clip(self.cell + self.MOVES[int(action)], 0, self.size - 1)
+        self.t += 1
+        s = self._obs()
+        r = np.zeros(len(self.reward_bases))
+        goal = self.goal_of.get(s)
+        if goal is not None:
+            r[goal] = 1.0
+        return s, float(r.sum()), goal is not None, self.t >= self.max_steps, {"reward_bases": r}
 
 
 ENVIRONMENTS = {"PavlovianConditioning": PavlovianConditioning, "RandomWalk": RandomWalk}
