@@ -65,11 +65,14 @@ class Agent:
     algo_cls: an algorithm class of `basal_ganglia.agents.ALGORITHMS`; cfg: its config;
     env: an environment id, instance or factory; perception: the perception slot (default: the
     raw observation); state_nodes: the perceived columns the policy and critics read (default:
-    all of the perception's). `num_steps` counts environment steps over every `learn` call.
+    all of the perception's); motivation: a `reward_bases.MotivationalTimeline` over
+    environment steps for an environment that emits `info["reward_bases"]` (DQN only): the
+    critics learn a value per basis, the agent acts and counts its returns by Σ_i α_i r_i with
+    the α of the current step. `num_steps` counts environment steps over every `learn` call.
     """
 
     def __init__(self, algo_cls, cfg, env, *, seed: int = 0, device="cpu", perception=None,
-                 state_nodes: tuple[str, ...] | None = None):
+                 state_nodes: tuple[str, ...] | None = None, motivation=None):
         if not isinstance(cfg, algo_cls.config_cls):
             raise ValueError(f"{algo_cls.name} needs a {algo_cls.config_cls.__name__}, got "
                              f"{type(cfg).__name__}")
@@ -94,10 +97,16 @@ class Agent:
         from basal_ganglia.agents.config import Spaces
 
         state_dim = sum(self.perception.dims[n] for n in self.state_nodes)
+        self.motivation = motivation
+        n_bases = 1 if motivation is None else len(motivation.bases)
+        if motivation is not None:
+            check_reward_bases(algo_cls, self.env, motivation.bases)
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.action_space.seed(seed)
-        self.algo = algo_cls(cfg, Spaces(state_dim, self.action_space), self.device)
+        self.algo = algo_cls(cfg, Spaces(state_dim, self.action_space, n_bases), self.device)
+        if motivation is not None:
+            self.algo.set_motivation(motivation.alpha_at(0))
         self.memory = self.perceived = None
         if hasattr(cfg, "buffer_size"):
             try:
@@ -105,6 +114,7 @@ class Agent:
                     cfg.buffer_size, self.env.observation_space.shape,
                     () if self.discrete else self.action_space.shape,
                     action_dtype=np.int64 if self.discrete else np.float32,
+                    reward_shape=() if motivation is None else (n_bases,),
                     alpha=cfg.priority_alpha)
             except MemoryError:
                 raise ValueError(f"{algo_cls.name}.buffer_size={cfg.buffer_size} transitions do "
@@ -119,6 +129,21 @@ class Agent:
         self.timings: dict[str, float] = {}  # seconds the loops spent per part, over all calls
         self._last_action = None  # what `act` did last: the efference copy of its next call
         self._perceived_version = -1  # the world model the stored states were inferred with
+
+    def alpha(self, t: int) -> np.ndarray | None:
+        """The motivational weights α (K,) at environment step t (the last phase's after the
+        timeline ends); None without reward bases."""
+        if self.motivation is None:
+            return None
+        return self.motivation.alpha_at(min(t, self.motivation.total - 1))
+
+    def reward(self, r: float, info: dict, alpha: np.ndarray | None):
+        """What replay stores of one step's reward — the basis rewards (K,) with reward
+        bases, else r — and the reward the agent feels, Σ_i α_i r_i or r."""
+        if alpha is None:
+            return r, float(r)
+        bases = self.motivation.bases.check(info.get("reward_bases", ()), "info['reward_bases']")
+        return bases, float(alpha @ bases)
 
     def state(self, perception, x, a_prev=None) -> torch.Tensor:
         """z: (B, Σ d) — the configured columns of what `perception` makes of x: (B, d_x)."""
@@ -207,15 +232,33 @@ class Agent:
             obs, _ = env.reset(seed=base + i)
             perception.reset()
             total, done, a_prev = 0.0, False, None
+            alpha = self.alpha(self.num_steps)
             while not done:
                 z = self.state(perception, obs[None], a_prev)
                 a = self.algo.act(z, deterministic=True, rng=self.rng)
-                obs, r, term, trunc, _ = env.step(to_env_action(self.action_space, a[0]))
-                total += float(r)
+                obs, r, term, trunc, info = env.step(to_env_action(self.action_space, a[0]))
+                total += self.reward(r, info, alpha)[1]
                 done, a_prev = term or trunc, a
             returns.append(total)
         env.close()
         return np.asarray(returns)
+
+
+def check_reward_bases(algo_cls, env: gym.Env, bases) -> None:
+    """Reward bases need a critic with a head per basis (DQN) and an environment that names
+    the same bases (`reward_bases`) and emits them in `info["reward_bases"]`."""
+    if not hasattr(algo_cls, "set_motivation"):
+        raise ValueError(f"{algo_cls.name} has no per-basis critic; reward bases (a "
+                         f"motivational timeline) work with dqn")
+    names = getattr(env.unwrapped, "reward_bases", None)
+    if names is None:
+        raise ValueError(f"environment {env.spec.id if env.spec else env!r} emits no reward "
+                         f"bases; a motivational timeline needs one that does (with a "
+                         f"`reward_bases` attribute and info['reward_bases'], e.g. "
+                         f"brainloop/GridRoom-v0)")
+    if tuple(names.names) != tuple(bases.names):
+        raise ValueError(f"the motivational timeline weighs bases {list(bases.names)}, the "
+                         f"environment emits {list(names.names)}")
 
 
 def to_env_action(space: gym.Space, a: np.ndarray):
@@ -236,6 +279,9 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
     for i in range(steps):
         agent.num_steps += 1
         t = agent.num_steps
+        alpha = agent.alpha(t - 1)
+        if alpha is not None and not np.array_equal(alpha, agent.alpha(max(t - 2, 0))):
+            algo.set_motivation(alpha)  # a motivational switch: revalues, no update
         with timed(agent, "acting"):
             if t <= cfg.learning_starts:
                 action = env.action_space.sample()
@@ -246,9 +292,10 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
         with timed(agent, "environment"):
             # without autoreset, next_obs is the final observation on truncation, which is
             # what the target bootstraps from
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            memory.add(obs, action, reward, next_obs, terminated, truncated)
-        episode_return += float(reward)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            stored, reward = agent.reward(reward, info, alpha)
+            memory.add(obs, action, stored, next_obs, terminated, truncated)
+        episode_return += reward
         scale.observe(reward)
         done = terminated or truncated
         # perceive what the action led to (the efference copy is the action): the state the
@@ -272,7 +319,13 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
                     q = algo.q_value(last.obs, last.action)
                     delta = algo.target(last) - q
                     value = algo.value(z)
-                record_env_steps(recorder, obs[None, None], a_prev[None], [[reward]],
+                    if alpha is not None:  # dopamine per reward basis
+                        activity = {**activity, **{
+                            f"basal_ganglia/bases/{name}/dopamine": d[None]
+                            for name, d in zip(agent.motivation.bases.names,
+                                               (algo.target_bases(last)
+                                                - algo.q_bases(last.obs, last.action))[0])}}
+                record_env_steps(recorder, obs[None, None], a_prev[None], [[stored]],
                                  [[terminated]], [[truncated]], q=q[None], value=value[None],
                                  delta=delta[None], activity=activity)
             check_finite("Q̂", q, step=t, key=key, where="env step", limit=scale.limit)

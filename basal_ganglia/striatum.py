@@ -78,27 +78,51 @@ class VentralStriatum(nn.Module):
 
     def set_motivation(self, alpha) -> None:
         """Set the motivational weights α (K,): revalues every state at once."""
-        alpha = torch.as_tensor(alpha, dtype=self.alpha.dtype)
-        if alpha.shape != self.alpha.shape:
-            raise ValueError(f"alpha must have shape ({self.n_bases},), got {tuple(alpha.shape)}")
-        self.alpha.copy_(alpha)
+        set_alpha(self.alpha, alpha)
+
+
+def set_alpha(buffer: torch.Tensor, alpha) -> None:
+    """Copy the motivational weights `alpha` into a critic's α buffer (K,), checking K."""
+    alpha = torch.as_tensor(alpha, dtype=buffer.dtype)
+    if alpha.shape != buffer.shape:
+        raise ValueError(f"alpha must have shape ({len(buffer)},), one weight per reward basis, "
+                         f"got {tuple(alpha.shape)}")
+    buffer.copy_(alpha)
 
 
 class DorsalStriatum(nn.Module):
-    """Q̂(z, a). Discrete: forward(z) → (B, n_actions). Continuous: forward(z, a) → (B,)."""
+    """Q̂(z, a). Discrete: forward(z) → (B, n_actions). Continuous: forward(z, a) → (B,).
+
+    Discrete with n_bases = K > 1: one Q̂_i(z, ·) per reward basis (`bases(z)`, (B, A, K)) and
+    forward(z) = Σ_i α_i Q̂_i(z, ·) with the motivational weights α (`set_motivation`).
+    """
 
     def __init__(self, state_dim: int, action_dim: int, hidden: tuple[int, ...] = (256, 256), *,
-                 discrete: bool):
+                 discrete: bool, n_bases: int = 1):
         super().__init__()
+        if n_bases > 1 and not discrete:
+            raise ValueError("reward bases need a discrete action set (one Q̂_i(z, ·) head per "
+                             "basis); a continuous-action critic has one basis")
         self.state_dim, self.action_dim, self.discrete = state_dim, action_dim, discrete
+        self.n_bases = n_bases
         in_dim = state_dim if discrete else state_dim + action_dim
-        self.net = mlp(in_dim, hidden, action_dim if discrete else 1)
+        self.net = mlp(in_dim, hidden, action_dim * n_bases if discrete else 1)
+        self.register_buffer("alpha", torch.ones(n_bases))
+
+    def bases(self, z: torch.Tensor) -> torch.Tensor:
+        """Q̂_i(z, ·) of each basis (discrete): (B, state_dim) → (B, A, K)."""
+        check_state(z, self.state_dim, "DorsalStriatum")
+        return self.net(z).unflatten(-1, (self.action_dim, self.n_bases))
 
     def forward(self, z: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:
         check_state(z, self.state_dim, "DorsalStriatum")
         if self.discrete:
-            return self.net(z)
+            return self.net(z) if self.n_bases == 1 else self.bases(z) @ self.alpha
         return self.net(torch.cat([z, a], -1)).squeeze(-1)
+
+    def set_motivation(self, alpha) -> None:
+        """Set the motivational weights α (K,): revalues every action at once."""
+        set_alpha(self.alpha, alpha)
 
 
 class CriticEnsemble(nn.Module):

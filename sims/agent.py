@@ -8,6 +8,10 @@ columns and learns V̂/Q̂ from dopamine-like TD errors; the hippocampal replay 
 world model's learning (windows of `cortex.sequence_length` steps) and the critics' (stored
 states, re-inferred with the current world model every `cortex.refresh_every` steps).
 `observe` and `obs_noise` hide observation dimensions and add noise (partial observability).
+`motivation` (DQN, on an environment that emits reward bases such as brainloop/GridRoom-v0)
+gives the critic a Q̂ head per basis, weighed by the α of a motivational timeline over env
+steps; `env/reward` then holds the basis rewards and `basal_ganglia/bases/{basis}/dopamine` the
+δ^i of each step.
 
 Recorded per environment step: `env/*`; `cortex/{x,s,...}/{z,error,energy}`,
 `cortex/prediction_error` (the world model's one-step error), `cortex/entropy` (laplace) or
@@ -38,7 +42,8 @@ import numpy as np
 
 import sims.envs  # noqa: F401  (registers the brainloop/* environment ids)
 from basal_ganglia.agents import ALGORITHMS, Agent, DDPGConfig, DQNConfig, SACConfig, SVG0Config
-from basal_ganglia.loop import check_action_space
+from basal_ganglia.loop import check_action_space, check_reward_bases
+from basal_ganglia.reward_bases import MotivationalTimeline
 from cortex.params import param, validate
 from cortex.perception import CortexConfig, CortexPerception, RawPerception
 from sims.envs import PartialObservation
@@ -64,6 +69,10 @@ class AgentConfig:
     perception: str = param("cortex", "cortex: temporal PC (section cortex.*); raw: the "
                             "observation itself (column x)", choices=("cortex", "raw"))
     state_nodes: tuple[str, ...] = param(("x", "s"), "columns the policy and critics read")
+    motivation: tuple[str, ...] = param((), "reward bases: motivational phases over env steps, "
+                                        "LENGTH:basis=α basis=α (bases not named weigh 0; the "
+                                        "last phase lasts); needs algo=dqn and an environment "
+                                        "that emits reward bases, e.g. brainloop/GridRoom-v0")
     imagine: int = param(8, "replayed windows imagined at the end (cortex/imagination)", ge=0)
     imagine_horizon: int = param(20, "steps imagined after each window's filtered start", ge=1)
     cortex: CortexConfig = dataclasses.field(default_factory=CortexConfig, metadata={
@@ -82,6 +91,7 @@ class AgentConfig:
         try:
             check_action_space(ALGORITHMS[self.algo], env.action_space)
             offered = perception_for(self, env).dims
+            motivation_for(self, env)
         finally:
             env.close()
         for node in self.state_nodes:
@@ -117,13 +127,31 @@ def perception_for(cfg: AgentConfig, env: gym.Env, device="cpu", seed: int = 0):
                             seed=seed)
 
 
+def motivation_for(cfg: AgentConfig, env: gym.Env) -> MotivationalTimeline | None:
+    """The configured motivational timeline over the environment's reward bases, or None."""
+    if not cfg.motivation:
+        return None
+    bases = getattr(env.unwrapped, "reward_bases", None)
+    try:
+        if bases is None:
+            raise ValueError(f"environment {cfg.env} emits no reward bases (try "
+                             f"brainloop/GridRoom-v0)")
+        timeline = MotivationalTimeline(bases, cfg.motivation)
+        check_reward_bases(ALGORITHMS[cfg.algo], env, bases)
+    except ValueError as error:
+        raise ValueError(f"config key 'motivation': {error}") from None
+    return timeline
+
+
 def build_agent(cfg: AgentConfig, *, seed: int = 0, device="cpu") -> Agent:
-    """The configured agent: its environment, perception and algorithm."""
+    """The configured agent: its environment, perception, algorithm and motivation."""
     env = make_env(cfg, seed)
     perception = perception_for(cfg, env, device, seed)
+    motivation = motivation_for(cfg, env)
     env.close()
     return Agent(ALGORITHMS[cfg.algo], cfg.algorithm, lambda: make_env(cfg, seed), seed=seed,
-                 device=device, perception=perception, state_nodes=cfg.state_nodes)
+                 device=device, perception=perception, state_nodes=cfg.state_nodes,
+                 motivation=motivation)
 
 
 def run(cfg: AgentConfig, ctx) -> dict:

@@ -162,14 +162,16 @@ class GridRoom(gym.Env):
     The agent starts at `start` (default the centre); actions 0–3 move up, down, left, right
     (a move into the wall leaves it in place); entering a goal ends the episode (terminated)
     with that goal's one-hot basis reward in `info["reward_bases"]`; `max_steps` truncates.
-    The observation is the cell index row · size + col. goals: basis name → (row, col).
+    The observation is the cell index row · size + col, or with one_hot=True that cell as a
+    one-hot vector (a Box, for the deep agents). goals: basis name → (row, col).
     """
 
     metadata = {"render_modes": []}
     MOVES = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])
 
     def __init__(self, size: int, goals: Mapping[str, tuple[int, int]], *,
-                 start: tuple[int, int] | None = None, max_steps: int = 100):
+                 start: tuple[int, int] | None = None, max_steps: int = 100,
+                 one_hot: bool = False):
         self.reward_bases = RewardBases(tuple(goals))
         self.size, self.max_steps = size, max_steps
         self.start = (size // 2, size // 2) if start is None else tuple(start)
@@ -182,7 +184,9 @@ class GridRoom(gym.Env):
             raise ValueError(f"goals and start must be different cells, got {cells}, start "
                              f"{self.start}")
         self.goal_of = {r * size + c: k for k, (r, c) in enumerate(cells.values())}
-        self.observation_space = gym.spaces.Discrete(size * size)
+        self.one_hot = one_hot
+        self.observation_space = (gym.spaces.Box(0.0, 1.0, (size * size,), np.float32) if one_hot
+                                  else gym.spaces.Discrete(size * size))
         self.action_space = gym.spaces.Discrete(4)
 
     def reset(self, *, seed=None, options=None):
@@ -190,20 +194,29 @@ class GridRoom(gym.Env):
         self.cell, self.t = np.array(self.start), 0
         return self._obs(), {"reward_bases": np.zeros(len(self.reward_bases))}
 
-    def _obs(self) -> int:
+    @property
+    def state(self) -> int:
+        """The cell index row · size + col."""
         return int(self.cell[0] * self.size + self.cell[1])
+
+    def _obs(self):
+        if not self.one_hot:
+            return self.state
+        x = np.zeros(self.size * self.size, np.float32)
+        x[self.state] = 1.0
+        return x
 
     def step(self, action):
         if not self.action_space.contains(action):
             raise ValueError(f"invalid action {action!r} for {self.action_space}")
         self.cell = np.clip(self.cell + self.MOVES[int(action)], 0, self.size - 1)
         self.t += 1
-        s = self._obs()
         r = np.zeros(len(self.reward_bases))
-        goal = self.goal_of.get(s)
+        goal = self.goal_of.get(self.state)
         if goal is not None:
             r[goal] = 1.0
-        return s, float(r.sum()), goal is not None, self.t >= self.max_steps, {"reward_bases": r}
+        return (self._obs(), float(r.sum()), goal is not None, self.t >= self.max_steps,
+                {"reward_bases": r})
 
 
 ENVIRONMENTS = {"PavlovianConditioning": PavlovianConditioning, "RandomWalk": RandomWalk}
@@ -211,6 +224,11 @@ ENVIRONMENTS = {"PavlovianConditioning": PavlovianConditioning, "RandomWalk": Ra
 for _name, _cls in ENVIRONMENTS.items():
     if f"brainloop/{_name}-v0" not in gym.registry:
         gym.register(f"brainloop/{_name}-v0", entry_point=_cls)
+# a small room for the deep agents: food and water in opposite corners, one-hot cells
+if "brainloop/GridRoom-v0" not in gym.registry:
+    gym.register("brainloop/GridRoom-v0", entry_point=GridRoom,
+                 kwargs=dict(size=5, goals={"food": (0, 0), "water": (4, 4)}, max_steps=50,
+                             one_hot=True))
 
 
 class PartialObservation(gym.ObservationWrapper):

@@ -186,3 +186,64 @@ def test_room_simulation_records_and_is_reproducible(tmp_path):
     for k in runs[0]:
         np.testing.assert_array_equal(runs[0][k], runs[1][k])
     assert figures["rb_memory"] == 25 * 4 * 2 and figures["sr_memory"] == 25 * 4 * 25 + 25
+
+
+def test_dqn_agent_learns_a_value_per_basis_and_revalues_without_updates(tmp_path):
+    """The closed-loop agent with reward bases: vector rewards in replay, dopamine per basis
+    summing to the recorded total under each step's α, and a switch of α that changes the
+    values without touching a parameter."""
+    from sims.agent import AgentConfig, build_agent
+    from sims.config import build_config
+
+    out = tmp_path / "room.h5"
+    overrides = ["algo=dqn", "env=brainloop/GridRoom-v0", "perception=raw", "state_nodes=x",
+                 "motivation=300:food=1,300:water=2", "steps=600", "eval_every=0",
+                 "eval_episodes=1", "dqn.learning_starts=100", "dqn.train_freq=4",
+                 "dqn.gradient_steps=1", "dqn.target_update_interval=100"]
+    run_simulation("agent", out=out, seed=0, quiet=True, overrides=overrides)
+    with Recording(out) as rec:
+        assert rec["env/reward"].shape == (600, 1, 2)
+        total = rec["basal_ganglia/dopamine"][:, 0]
+        per_basis = np.stack([rec[f"basal_ganglia/bases/{b}/dopamine"][:, 0]
+                              for b in ("food", "water")], -1)
+    alpha = np.repeat([[1.0, 0.0], [0.0, 2.0]], 300, axis=0)
+    np.testing.assert_allclose((alpha * per_basis).sum(-1), total, atol=1e-5)
+    assert np.abs(per_basis).max() > 0
+
+    agent = build_agent(build_config(AgentConfig, None, overrides), seed=0)
+    agent.learn(300)
+    z = torch.eye(25)
+    params = [p.detach().clone() for p in agent.algo.q.parameters()]
+    food = agent.algo.q(z).detach()
+    agent.algo.set_motivation([0.0, 1.0])
+    water = agent.algo.q(z).detach()
+    torch.testing.assert_close(water, agent.algo.q.bases(z)[..., 1].detach())
+    torch.testing.assert_close(food, agent.algo.q.bases(z)[..., 0].detach())
+    assert not torch.allclose(food, water)
+    assert all(torch.equal(p, p0) for p, p0 in zip(agent.algo.q.parameters(), params))
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["env=CartPole-v1", "motivation=10:food=1"], "emits no reward bases"),
+    (["env=brainloop/GridRoom-v0", "motivation=10:salt=1"], "'salt' is not a reward basis"),
+])
+def test_agent_motivation_errors_name_the_culprit(tmp_path, overrides, match):
+    out = tmp_path / "bad.h5"
+    with pytest.raises(ValueError, match=match):
+        run_simulation("agent", out=out, quiet=True,
+                       overrides=["algo=dqn", "perception=raw", "state_nodes=x", *overrides])
+    assert not out.exists()
+
+
+def test_reward_bases_need_a_per_basis_critic():
+    import gymnasium as gym
+
+    from basal_ganglia.agents import SAC
+    from basal_ganglia.loop import check_reward_bases
+
+    env = gym.make("brainloop/GridRoom-v0")
+    with pytest.raises(ValueError, match="sac has no per-basis critic"):
+        check_reward_bases(SAC, env, env.unwrapped.reward_bases)
+    with pytest.raises(ValueError, match="emits .'food', 'water'."):
+        from basal_ganglia.agents import DQN
+        check_reward_bases(DQN, env, RewardBases(("water", "food")))

@@ -47,10 +47,13 @@ def make_config(algo: str, **overrides):
 
 
 def make_agent(algo: str, env, *, seed: int = 0, device="cpu", perception=None,
-               state_nodes: tuple[str, ...] | None = None, **overrides) -> Agent:
-    """`algo` in the closed loop on `env` (id, instance or factory), with config overrides."""
+               state_nodes: tuple[str, ...] | None = None, motivation=None,
+               **overrides) -> Agent:
+    """`algo` in the closed loop on `env` (id, instance or factory), with config overrides;
+    `motivation`: a reward-bases timeline (`Agent`)."""
     return Agent(algorithm_class(algo), make_config(algo, **overrides), env, seed=seed,
-                 device=device, perception=perception, state_nodes=state_nodes)
+                 device=device, perception=perception, state_nodes=state_nodes,
+                 motivation=motivation)
 
 
 __all__ = ["ALGORITHMS", "Agent", "AlgorithmConfig", "OffPolicyConfig", "OnPolicyConfig", "Spaces",

@@ -87,11 +87,13 @@ class Update:
 
 @dataclass(frozen=True)
 class Spaces:
-    """What an algorithm is built for: the dimension of the perceived state z and the
-    environment's action space (Discrete or 1-D Box)."""
+    """What an algorithm is built for: the dimension of the perceived state z, the
+    environment's action space (Discrete or 1-D Box) and the number of reward bases K (1: a
+    scalar reward)."""
 
     state_dim: int
     action_space: gym.Space
+    n_bases: int = 1
 
     @property
     def discrete(self) -> bool:

@@ -5,6 +5,12 @@ Dorsal striatum Q̂(z, ·) over discrete actions, a target copy synced every
 `exploration_fraction` of a `learn` call. Dopamine δ = r + γ (1 − terminated) Q̂'(z', a*) −
 Q̂(z, a), with a* the online network's argmax (Double DQN, the default) or the target's own
 (max_a' Q̂'(z', a'), `double_q=False`); the loss is Huber(δ).
+
+With K reward bases (`Spaces.n_bases`), Q̂ has a head per basis and acts on Σ_i α_i Q̂_i; each
+basis learns from its own dopamine δ^i = r_i + γ (1 − terminated) Q̂'_i(z', a*) − Q̂_i(z, a),
+a* chosen on the α-weighed values, so that Σ_i α_i δ^i is the scalar DQN's δ for Σ_i α_i r_i.
+Each Q̂_i is then the value of basis i under the policy of the α it was learned with: setting
+a new α (`set_motivation`) revalues at once, exactly where the policy stays the same.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class DQN:
     def __init__(self, cfg: DQNConfig, spaces: Spaces, device: torch.device):
         self.cfg, self.spaces = cfg, spaces
         self.q = DorsalStriatum(spaces.state_dim, spaces.action_dim, tuple(cfg.hidden),
-                                discrete=True).to(device)
+                                discrete=True, n_bases=spaces.n_bases).to(device)
         self.q_target = frozen_copy(self.q)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=cfg.learning_rate)
 
@@ -87,23 +93,43 @@ class DQN:
 
     @torch.no_grad()
     def target(self, batch) -> torch.Tensor:
-        if self.cfg.double_q:
-            greedy = self.q(batch.next_obs).argmax(-1, keepdim=True)
-            next_q = self.q_target(batch.next_obs).gather(-1, greedy).squeeze(-1)
-        else:
-            next_q = self.q_target(batch.next_obs).max(-1).values
-        return td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
+        """r + γ (1 − terminated) Q̂'(z', a*): (B,), or with reward bases Σ_i α_i of them."""
+        target = self.target_bases(batch)
+        return target if self.q.n_bases == 1 else target @ self.q.alpha
+
+    @torch.no_grad()
+    def target_bases(self, batch) -> torch.Tensor:
+        """The TD target (B,), or per reward basis (B, K)."""
+        greedy = (self.q if self.cfg.double_q else self.q_target)(batch.next_obs).argmax(-1)
+        if self.q.n_bases == 1:
+            next_q = self.q_target(batch.next_obs).gather(-1, greedy[:, None]).squeeze(-1)
+            return td_target(batch.reward, next_q, batch.terminated, self.cfg.gamma)
+        next_q = self.q_target.bases(batch.next_obs)[torch.arange(len(greedy)), greedy]
+        return td_target(batch.reward, next_q, batch.terminated[:, None], self.cfg.gamma)
+
+    def q_bases(self, z, action) -> torch.Tensor:
+        """Q̂(z, a) (B,), or per reward basis (B, K)."""
+        if self.q.n_bases == 1:
+            return self.q_value(z, action)
+        return self.q.bases(z)[torch.arange(len(action)), action.long()]
 
     def update(self, batch) -> Update:
-        delta = self.target(batch) - self.q_value(batch.obs, batch.action)
+        delta = self.target_bases(batch) - self.q_bases(batch.obs, batch.action)
+        huber = nn.functional.smooth_l1_loss(delta, torch.zeros_like(delta), reduction="none")
         # importance weights of prioritised replay (ones for uniform sampling)
-        loss = (batch.weight * nn.functional.smooth_l1_loss(
-            delta, torch.zeros_like(delta), reduction="none")).mean()
+        weight = batch.weight if delta.ndim == 1 else batch.weight[:, None]
+        loss = (weight * huber).mean()
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
-        return Update({"q": loss.item()}, delta.detach())
+        delta = delta.detach()
+        return Update({"q": loss.item()}, delta if delta.ndim == 1 else delta @ self.q.alpha)
+
+    def set_motivation(self, alpha) -> None:
+        """Set the motivational weights α (K,) of the online and target Q̂."""
+        self.q.set_motivation(alpha)
+        self.q_target.set_motivation(alpha)
 
     def sync_targets(self) -> None:
         soft_update(self.q_target, self.q, self.cfg.tau)
