@@ -35,6 +35,10 @@ def dopamine_around_rewards(rec: Recording):
         return None
     delta = finite(rec["basal_ganglia/dopamine"])[:, 0]
     reward = finite(rec["env/reward"])[:, 0]
+    if reward.ndim == 2:  # reward bases: the reward the agent felt, Σ_i α_i r_i
+        if "basal_ganglia/alpha" not in rec:
+            return None
+        reward = (reward * rec["basal_ganglia/alpha"][:, 0]).sum(-1)
     panels = []
     if np.nanstd(reward) > 0:
         top = np.flatnonzero(reward >= np.nanpercentile(reward, 99))

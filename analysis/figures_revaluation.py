@@ -10,7 +10,8 @@
   its first trial after it: the paper's prediction that dopamine follows the motivational
   weights, which change before any new learning;
 - `revaluation_room` — steps per episode of each learner through the motivational timeline
-  (switches marked), and the steps of the first episodes after every switch.
+  to the valued goal (the episode cap when another goal or none was reached; switches
+  marked), and those of the first 5 episodes after every switch.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def revaluation_dopamine(rec: Recording):
 
 @figure("revaluation_room")
 def revaluation_room(rec: Recording):
-    learners = [k for k in LEARNER_LABELS if f"revaluation/room/{k}/steps" in rec]
+    learners = [k for k in LEARNER_LABELS if f"revaluation/room/{k}/steps_to_goal" in rec]
     if not learners or "revaluation/switch" not in rec:
         return None
     switches = rec["revaluation/switch"]
@@ -126,14 +127,14 @@ def revaluation_room(rec: Recording):
                                 title="Steps to the valued goal through the motivational timeline")
     firsts = []
     for learner, color in zip(learners, ("C0", "C3", "C2")):
-        steps = rec[f"revaluation/room/{learner}/steps"]
+        steps = rec[f"revaluation/room/{learner}/steps_to_goal"]
         ax.plot(np.arange(len(steps)), steps, color=color, lw=0.8, label=LEARNER_LABELS[learner])
         firsts.append(np.concatenate([steps[s:s + 5] for s in switches]))
     for s in switches:
         ax.axvline(s - 0.5, color="k", lw=0.5)
     ax.set_yscale("log")
     ax.set_xlabel("episode")
-    ax.set_ylabel("steps")
+    ax.set_ylabel("steps to the valued goal")
     ax.legend()
     box.boxplot(firsts, tick_labels=[LEARNER_LABELS[k] for k in learners])
     box.set_yscale("log")

@@ -80,6 +80,9 @@ MONITORS: tuple[Monitor, ...] = (
             "value V̂(z_t) of reward basis {basis}"),
     Monitor("basal_ganglia/bases/{basis}/dopamine", "(step, env)", "reward",
             "TD error δ_t of reward basis {basis}"),
+    Monitor("basal_ganglia/alpha", "(step, env, K)", "weight",
+            "motivational weights α of the reward bases at step t (the felt reward is "
+            "Σ_i α_i r_i)"),
     Monitor("basal_ganglia/action_free_energy/{term}", "(update,)", "nats",
             "batch mean of term {term} of the action free energy (seed Eq. 2; 'total' is their "
             "sum), one row per update"),
@@ -193,6 +196,9 @@ MONITORS: tuple[Monitor, ...] = (
             "steps learner {learner} took in each episode (max_steps when cut short)"),
     Monitor("revaluation/room/{learner}/goal", "(episode,)", "index",
             "goal (basis index) learner {learner} reached in each episode; −1 when cut short"),
+    Monitor("revaluation/room/{learner}/steps_to_goal", "(episode,)", "steps",
+            "steps learner {learner} took to the most valued goal in each episode; max_steps "
+            "when it reached another goal or none"),
     Monitor("revaluation/room/{learner}/memory", "()", "values",
             "number of values learner {learner} stores", static=True),
 

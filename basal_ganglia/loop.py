@@ -232,7 +232,7 @@ class Agent:
             obs, _ = env.reset(seed=base + i)
             perception.reset()
             total, done, a_prev = 0.0, False, None
-            alpha = self.alpha(self.num_steps)
+            alpha = self.alpha(max(self.num_steps - 1, 0))  # the α of the last step taken
             while not done:
                 z = self.state(perception, obs[None], a_prev)
                 a = self.algo.act(z, deterministic=True, rng=self.rng)
@@ -244,9 +244,10 @@ class Agent:
         return np.asarray(returns)
 
 
-def check_reward_bases(algo_cls, env: gym.Env, bases) -> None:
+def check_reward_bases(algo_cls, env: gym.Env, bases=None) -> None:
     """Reward bases need a critic with a head per basis (DQN) and an environment that names
-    the same bases (`reward_bases`) and emits them in `info["reward_bases"]`."""
+    the same bases (`reward_bases`; checked when `bases` is given) and emits them in
+    `info["reward_bases"]`."""
     if not hasattr(algo_cls, "set_motivation"):
         raise ValueError(f"{algo_cls.name} has no per-basis critic; reward bases (a "
                          f"motivational timeline) work with dqn")
@@ -256,7 +257,7 @@ def check_reward_bases(algo_cls, env: gym.Env, bases) -> None:
                          f"bases; a motivational timeline needs one that does (with a "
                          f"`reward_bases` attribute and info['reward_bases'], e.g. "
                          f"brainloop/GridRoom-v0)")
-    if tuple(names.names) != tuple(bases.names):
+    if bases is not None and tuple(names.names) != tuple(bases.names):
         raise ValueError(f"the motivational timeline weighs bases {list(bases.names)}, the "
                          f"environment emits {list(names.names)}")
 
@@ -280,8 +281,8 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
         agent.num_steps += 1
         t = agent.num_steps
         alpha = agent.alpha(t - 1)
-        if alpha is not None and not np.array_equal(alpha, agent.alpha(max(t - 2, 0))):
-            algo.set_motivation(alpha)  # a motivational switch: revalues, no update
+        if alpha is not None:  # the step's motivation: a switch revalues, with no update
+            algo.set_motivation(alpha)
         with timed(agent, "acting"):
             if t <= cfg.learning_starts:
                 action = env.action_space.sample()
@@ -319,8 +320,8 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
                     q = algo.q_value(last.obs, last.action)
                     delta = algo.target(last) - q
                     value = algo.value(z)
-                    if alpha is not None:  # dopamine per reward basis
-                        activity = {**activity, **{
+                    if alpha is not None:  # the motivation and dopamine per reward basis
+                        activity = {**activity, "basal_ganglia/alpha": alpha[None], **{
                             f"basal_ganglia/bases/{name}/dopamine": d[None]
                             for name, d in zip(agent.motivation.bases.names,
                                                (algo.target_bases(last)

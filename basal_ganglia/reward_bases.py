@@ -125,10 +125,14 @@ class MotivationalTimeline:
         phases = []
         for entry in entries:
             length, colon, weights = entry.partition(":")
-            if not colon or not length.strip().isdigit() or int(length) < 1:
+            try:
+                length = int(length) if colon else 0
+            except ValueError:
+                length = 0
+            if length < 1:
                 raise ValueError(f"motivational phase {entry!r}: write LENGTH:name=weight ... "
                                  f"with LENGTH ≥ 1 trials, e.g. 50:{bases.names[0]}=1")
-            phases.append(Phase(int(length), bases.parse(weights), weights.strip()))
+            phases.append(Phase(length, bases.parse(weights), weights.strip()))
         self.bases, self.phases = bases, tuple(phases)
         self.starts = np.cumsum([0] + [p.length for p in phases])[:-1]
         self.total = int(sum(p.length for p in phases))
@@ -140,7 +144,7 @@ class MotivationalTimeline:
         return int(np.searchsorted(self.starts, t, side="right") - 1)
 
     def alpha_at(self, t: int) -> np.ndarray:
-        return self.phases[self.phase_at(t)].alpha
+        return self.phases[self.phase_at(t)].alpha.copy()
 
     def alphas(self) -> np.ndarray:
         """α of every trial, (total, K)."""

@@ -131,16 +131,11 @@ def motivation_for(cfg: AgentConfig, env: gym.Env) -> MotivationalTimeline | Non
     """The configured motivational timeline over the environment's reward bases, or None."""
     if not cfg.motivation:
         return None
-    bases = getattr(env.unwrapped, "reward_bases", None)
     try:
-        if bases is None:
-            raise ValueError(f"environment {cfg.env} emits no reward bases (try "
-                             f"brainloop/GridRoom-v0)")
-        timeline = MotivationalTimeline(bases, cfg.motivation)
-        check_reward_bases(ALGORITHMS[cfg.algo], env, bases)
+        check_reward_bases(ALGORITHMS[cfg.algo], env)
+        return MotivationalTimeline(env.unwrapped.reward_bases, cfg.motivation)
     except ValueError as error:
         raise ValueError(f"config key 'motivation': {error}") from None
-    return timeline
 
 
 def build_agent(cfg: AgentConfig, *, seed: int = 0, device="cpu") -> Agent:

@@ -1,8 +1,8 @@
 """Reward revaluation: reward bases against scalar TD and the successor representation.
 
 Two simulations of Millidge, Walton & Bogacz (2022; PLoS Comput Biol 2024), each running three
-learners on the same experience (`basal_ganglia.reward_bases`), all tabular with one learning
-rate:
+learners (`basal_ganglia.reward_bases`), all tabular with one learning rate — in the salt task on
+the same trials, in the room each in its own episodes (each acts, so each sees what it does):
 
 - `rb`, reward bases: one value per basis, learned by TD from its own dopamine δ^i, read out
   as Σ_i α_i Q̂_i with the current motivational weights α;
@@ -29,9 +29,12 @@ reaches reward bases' level).
 
 `revaluation-room` — an open grid room with a goal per basis; α picks one goal at a time and
 cycles through them (`timeline`). ε-greedy agents; an episode ends at any goal. Recorded per
-episode: each learner's steps and the goal reached. Summary: `{learner}_median_steps_after_switch`
-(median steps per episode over the first `after_switch` episodes after every switch) and
-`{learner}_memory` (values stored).
+episode: each learner's steps, the goal reached and its steps to the valued goal (the steps
+when the goal reached is the most valued one, `max_steps` otherwise: running to a goal no
+longer wanted, or dithering until cut short, is no success). Summary:
+`{learner}_median_steps_after_switch` (median steps to the valued goal over the first
+`after_switch` episodes after every switch), `{learner}_valued_goal_after_switch` (the share
+of those episodes that reached the valued goal) and `{learner}_memory` (values stored).
 """
 
 from __future__ import annotations
@@ -107,7 +110,7 @@ class SaltConfig:
                                   "each cue and its outcome's basis rewards: cue:basis=r basis=r")
     timeline: tuple[str, ...] = param(("100:juice=1 salt=-10", "20:juice=1 salt=10"),
                                       "motivational phases in trials, LENGTH:basis=α basis=α (bases "
-                                      "not named weigh 0); the first change of α is the switch")
+                                      "not named weigh 0); the second phase's start is the switch")
     probe: str = param("salt", "cue whose approach probability is the headline figure")
     extinction_from: int = param(1, "phase (0 = first) from which the extinction condition "
                                  "delivers no outcome", ge=1)
@@ -145,10 +148,17 @@ def salt_timeline(cfg: SaltConfig) -> MotivationalTimeline:
         raise ValueError(f"config key 'timeline': {error}") from None
 
 
-def salt_condition(cfg: SaltConfig, condition: str, seed: int, rec, bar) -> dict[str, np.ndarray]:
+def record_timeline(rec, timeline: MotivationalTimeline) -> None:
+    """α of every trial (episode) per basis, and the switches."""
+    for b, basis in enumerate(timeline.bases.names):
+        rec.write(f"revaluation/alpha/{basis}", timeline.alphas()[:, b].astype(np.float32))
+    rec.write("revaluation/switch", timeline.starts[1:])
+
+
+def salt_condition(cfg: SaltConfig, env: CueOutcome, timeline: MotivationalTimeline,
+                   condition: str, seed: int, rec, bar) -> dict[str, np.ndarray]:
     """Train the three learners through the timeline; returns each one's approach
     probabilities per trial and cue, (trials, C)."""
-    env, timeline = salt_env(cfg), salt_timeline(cfg)
     extinct_from = (timeline.starts[cfg.extinction_from] if condition == "extinction"
                     else timeline.total)
     learners = make_learners(env.n_states, 1, len(env.reward_bases), lr=cfg.lr, gamma=cfg.gamma)
@@ -183,15 +193,13 @@ def salt_condition(cfg: SaltConfig, condition: str, seed: int, rec, bar) -> dict
 def run_salt(cfg: SaltConfig, ctx) -> dict:
     env, timeline = salt_env(cfg), salt_timeline(cfg)
     rec = ctx.recorder
-    for b, basis in enumerate(env.reward_bases.names):
-        rec.write(f"revaluation/alpha/{basis}", timeline.alphas()[:, b].astype(np.float32))
-    rec.write("revaluation/switch", timeline.starts[1:])
+    record_timeline(rec, timeline)
     rec.write("revaluation/extinction_from", np.asarray(timeline.starts[cfg.extinction_from]))
     probe, switch = env.cues.index(cfg.probe), int(timeline.starts[1])
     summary = {}
     with ctx.progress(total=2 * timeline.total, desc="revaluation-salt", unit="trial") as bar:
         for condition in ("outcome", "extinction"):
-            p = salt_condition(cfg, condition, int(ctx.seed), rec, bar)
+            p = salt_condition(cfg, env, timeline, condition, int(ctx.seed), rec, bar)
             suffix = "" if condition == "outcome" else "_extinction"
             for name in LEARNERS:
                 if condition == "outcome":
@@ -267,9 +275,7 @@ def run_room(cfg: RoomConfig, ctx) -> dict:
     env = room_env(cfg)
     timeline = MotivationalTimeline(env.reward_bases, cfg.timeline)
     rec = ctx.recorder
-    for b, basis in enumerate(env.reward_bases.names):
-        rec.write(f"revaluation/alpha/{basis}", timeline.alphas()[:, b].astype(np.float32))
-    rec.write("revaluation/switch", timeline.starts[1:])
+    record_timeline(rec, timeline)
     learners = make_learners(env.observation_space.n, 4, len(env.reward_bases), lr=cfg.lr,
                              gamma=cfg.gamma)
     summary = {}
@@ -279,14 +285,20 @@ def run_room(cfg: RoomConfig, ctx) -> dict:
                       unit="episode") as bar:
         for name, learner in learners.items():
             rng = np.random.default_rng([int(ctx.seed), LEARNERS.index(name)])
-            steps = np.zeros(timeline.total, np.int64)
+            to_goal = np.zeros(timeline.total, np.int64)
             for e in range(timeline.total):
-                steps[e], goal = room_episode(env, learner, timeline.alpha_at(e), cfg.epsilon, rng)
-                rec.append(f"revaluation/room/{name}/steps", np.int32(steps[e]))
+                alpha = timeline.alpha_at(e)
+                steps, goal = room_episode(env, learner, alpha, cfg.epsilon, rng)
+                valued = goal >= 0 and alpha[goal] == alpha.max() > 0
+                to_goal[e] = steps if valued else cfg.max_steps
+                rec.append(f"revaluation/room/{name}/steps", np.int32(steps))
                 rec.append(f"revaluation/room/{name}/goal", np.int16(goal))
+                rec.append(f"revaluation/room/{name}/steps_to_goal", np.int32(to_goal[e]))
                 bar.update(1)
             rec.write(f"revaluation/room/{name}/memory", np.asarray(learner.size))
-            summary[f"{name}_median_steps_after_switch"] = float(np.median(steps[after]))
+            summary[f"{name}_median_steps_after_switch"] = float(np.median(to_goal[after]))
+            summary[f"{name}_valued_goal_after_switch"] = float(np.mean(to_goal[after] <
+                                                                        cfg.max_steps))
             summary[f"{name}_memory"] = learner.size
     return summary
 

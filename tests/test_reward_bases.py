@@ -206,7 +206,9 @@ def test_dqn_agent_learns_a_value_per_basis_and_revalues_without_updates(tmp_pat
         total = rec["basal_ganglia/dopamine"][:, 0]
         per_basis = np.stack([rec[f"basal_ganglia/bases/{b}/dopamine"][:, 0]
                               for b in ("food", "water")], -1)
+        recorded_alpha = rec["basal_ganglia/alpha"][:, 0]
     alpha = np.repeat([[1.0, 0.0], [0.0, 2.0]], 300, axis=0)
+    np.testing.assert_array_equal(recorded_alpha, alpha)
     np.testing.assert_allclose((alpha * per_basis).sum(-1), total, atol=1e-5)
     assert np.abs(per_basis).max() > 0
 

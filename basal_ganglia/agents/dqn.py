@@ -10,7 +10,9 @@ With K reward bases (`Spaces.n_bases`), Q̂ has a head per basis and acts on Σ_
 basis learns from its own dopamine δ^i = r_i + γ (1 − terminated) Q̂'_i(z', a*) − Q̂_i(z, a),
 a* chosen on the α-weighed values, so that Σ_i α_i δ^i is the scalar DQN's δ for Σ_i α_i r_i.
 Each Q̂_i is then the value of basis i under the policy of the α it was learned with: setting
-a new α (`set_motivation`) revalues at once, exactly where the policy stays the same.
+a new α (`set_motivation`) revalues at once, exactly where the policy stays the same (unlike
+the tabular `reward_bases.BasisQ`, whose bases each bootstrap from their own best action).
+Prioritised replay by |δ| sees the α-weighed δ, so a basis weighed 0 raises no priority.
 """
 
 from __future__ import annotations
@@ -117,8 +119,9 @@ class DQN:
         delta = self.target_bases(batch) - self.q_bases(batch.obs, batch.action)
         huber = nn.functional.smooth_l1_loss(delta, torch.zeros_like(delta), reduction="none")
         # importance weights of prioritised replay (ones for uniform sampling)
-        weight = batch.weight if delta.ndim == 1 else batch.weight[:, None]
-        loss = (weight * huber).mean()
+        if delta.ndim == 2:  # every basis learns at the scalar DQN's rate
+            huber = huber.sum(-1)
+        loss = (batch.weight * huber).mean()
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.q.parameters(), self.cfg.max_grad_norm)
