@@ -202,6 +202,17 @@ MONITORS: tuple[Monitor, ...] = (
     Monitor("revaluation/room/{learner}/memory", "()", "values",
             "number of values learner {learner} stores", static=True),
 
+    # spikes: populations driven by recorded signals (analysis.spiking, `brainloop spikes`).
+    Monitor("spikes/{population}/t", "(spike,)", "s",
+            "time of each spike of population {population} (step k of the run starts at k · "
+            "step_ms; the group's attributes hold the mapping)"),
+    Monitor("spikes/{population}/i", "(spike,)", "index",
+            "neuron of each spike of population {population}; neuron i belongs to unit i // "
+            "neurons of the driving signal"),
+    Monitor("spikes/{population}/rate", "(step, unit)", "Hz",
+            "rate that drove population {population}: baseline + gain · signal⁺ − "
+            "gain_negative · signal⁻", static=True),
+
     # tracking: temporal PC against the Kalman filter on a noisy moving target.
     Monitor("tracking/true_state", "(step, sequence, 3)", "m, m/s, m/s^2",
             "true hidden state s_t = (position, velocity, acceleration)"),

@@ -226,6 +226,7 @@ class Recorder:
         self._static: dict[str, tuple[np.ndarray, dict[str, str]]] = {}
         self._names: set[str] = set()
         self._summary: dict[str, float | int] = {}
+        self._group_attrs: dict[str, dict] = {}
         self._existing_summary: set[str] = set()
         self._adding = False      # opened by open_existing
         self._placed = False      # the file written to is `path` itself
@@ -303,6 +304,16 @@ class Recorder:
         self._recorded = True
         self.flush()
 
+    def annotate(self, group: str, **attrs: float | int | str) -> None:
+        """Set attributes of the group `group` (e.g. the parameters that made the datasets in
+        it); written with the next flush. The group must not be a dataset."""
+        self._check_open()
+        group = _normalise_name(group)
+        if group in self._names:
+            raise ValueError(f"{group!r} is a dataset, not a group")
+        self._group_attrs.setdefault(group, {}).update(attrs)
+        self._recorded = True
+
     def summary(self, **figures: float | int) -> None:
         """Set headline figures of the run as attributes of `/summary` (written at once)."""
         self._check_open()
@@ -320,7 +331,8 @@ class Recorder:
         The first flush that writes data moves a new recording into place at `path`.
         """
         self._check_open()
-        if any(series.pending for series in self._series.values()) or self._static or self._summary:
+        if (any(series.pending for series in self._series.values()) or self._static
+                or self._summary or self._group_attrs):
             with h5py.File(self._file_path, "a") as file:
                 for name, series in self._series.items():
                     if series.pending:
@@ -330,7 +342,10 @@ class Recorder:
                     dataset.attrs.update(attrs)
                 if self._summary:
                     file.require_group("summary").attrs.update(self._summary)
+                for group, attrs in self._group_attrs.items():
+                    file.require_group(group).attrs.update(attrs)
             self._static.clear()
+            self._group_attrs.clear()
             self._summary.clear()
             if not self._adding:
                 self._place()

@@ -13,7 +13,8 @@ from pathlib import Path
 from analysis.recording import Recording
 
 FIGURE_MODULES = ["analysis.figures_pc", "analysis.figures_temporal", "analysis.figures_rl",
-                  "analysis.figures_agent", "analysis.figures_revaluation"]
+                  "analysis.figures_agent", "analysis.figures_revaluation",
+                  "analysis.figures_spikes"]
 
 
 def summarize(path) -> str:

@@ -1,4 +1,5 @@
-"""The `brainloop` command line (also `python -m sims`): list, show, run and report simulations.
+"""The `brainloop` command line (also `python -m sims`): list, show, run and report simulations,
+and turn recorded signals into spikes (`spikes`, with brian2).
 
 Mistakes in what the user typed (an unknown simulation or key, a bad value, a missing file, an
 existing, locked or unwritable output) print `brainloop: error: <message>` and exit with status 2,
@@ -11,12 +12,14 @@ recording is). Any other failure inside a running simulation is a bug and keeps 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Sequence
 
+from analysis.spiking import ReadoutConfig, SpikeMapping
 from sims.config import describe_config
 from sims.registry import available, get
-from sims.runner import prepare_run
+from sims.runner import ReadoutError, prepare_run
 
 _USAGE_ERRORS = (ValueError, FileNotFoundError)
 
@@ -73,7 +76,41 @@ def _parser() -> argparse.ArgumentParser:
                         help="where to write the PNG figures (default: beside the recording)")
     report.add_argument("--no-figures", action="store_true", help="print the summary only")
     report.set_defaults(command=_report)
+
+    spikes = commands.add_parser(
+        "spikes", help="drive spiking populations (brian2) with recorded signals; spikes go into "
+                       "the same file under spikes/<population>/")
+    spikes.add_argument("recording", metavar="RUN.h5")
+    spikes.add_argument("--signal", dest="signals", metavar="DATASET[=NAME]", action="append",
+                        required=True, help="a recorded signal (repeatable), e.g. "
+                                            "basal_ganglia/dopamine=dopamine")
+    for field in dataclasses.fields(SpikeMapping):
+        kind = {"model": str, "target": str, "neurons": int}.get(field.name, float)
+        spikes.add_argument("--" + field.name.replace("_", "-"), type=kind, default=field.default,
+                            choices=field.metadata["choices"],
+                            help=f"{field.metadata['help']} (default: {field.default})")
+    spikes.add_argument("--at", metavar="DATASET",
+                        help="step index of an update-level signal (default: found by name)")
+    spikes.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    spikes.set_defaults(command=_spikes)
     return parser
+
+
+def _spikes(args) -> int:
+    from analysis.spiking import add_spikes
+
+    mapping = SpikeMapping(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SpikeMapping)})
+    try:
+        results = add_spikes(args.recording, args.signals, mapping, seed=args.seed,
+                             step_index=args.at,
+                             progress=lambda pop: print(f"simulated {pop}", file=sys.stderr))
+    except ImportError as error:
+        print(f"brainloop: error: {error}", file=sys.stderr)
+        return 2
+    print(f"added to {args.recording}")
+    for population, rho in results.items():
+        print(f"  spikes/{population}: rate_correlation = {rho:.4f}")
+    return 0
 
 
 def _list(args) -> int:
@@ -88,6 +125,9 @@ def _show(args) -> int:
     sim = get(args.sim)
     print(f"{sim.name}: {sim.summary}\n\nconfig ({sim.config.__name__}):")
     print(describe_config(sim.config))
+    print("\nreadout (any simulation; keys readout.*, e.g. readout.mapping.gain=30): spikes "
+          "added after the run")
+    print(describe_config(ReadoutConfig))
     return 0
 
 
@@ -97,6 +137,9 @@ def _run(args) -> int:
                            quiet=args.quiet, threads=args.threads, overwrite=args.overwrite)
     try:
         figures = prepared.execute()
+    except ReadoutError as error:
+        print(f"brainloop: error: {error}", file=sys.stderr)
+        return 2
     except FloatingPointError as error:
         kept = (f"what was recorded until then is in {args.out}" if prepared.started
                 else f"nothing was recorded; {args.out} was left as it was")
@@ -109,6 +152,8 @@ def _run(args) -> int:
         # A bug, not a usage error: wrapped so that `main` keeps its traceback.
         raise RuntimeError(f"simulation {args.sim!r} failed") from error
     print(f"wrote {args.out}")
+    if prepared.readout.signals:
+        print(f"added spikes of {', '.join(prepared.readout.signals)} (readout)")
     width = max((len(name) for name in figures), default=0)
     for name, value in figures.items():
         print(f"  {name:<{width}} = {value:.6g}")

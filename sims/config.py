@@ -23,8 +23,12 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-def build_config(cls: type, path=None, overrides: Sequence[str] = ()) -> Any:
+def build_config(cls: type, path=None, overrides: Sequence[str] = (), *,
+                 section: str | None = None, exclude: str | None = None) -> Any:
     """An instance of the config dataclass `cls`: defaults < the file at `path` < `overrides`.
+
+    section: use only the keys under `section.` (the prefix removed), e.g. a sim's `readout`
+    table; exclude: leave out the keys under `exclude.` (read as another section).
 
     Args:
         cls: a (frozen) config dataclass.
@@ -37,16 +41,25 @@ def build_config(cls: type, path=None, overrides: Sequence[str] = ()) -> Any:
         ValueError: an unknown key (listing the valid ones), a value that does not parse (naming
             the expected type), a bad file or suffix.
     """
+    def chosen(key: str) -> str | None:
+        if exclude is not None and key.startswith(exclude + "."):
+            return None
+        if section is not None:
+            return key[len(section) + 1:] if key.startswith(section + ".") else None
+        return key
+
     values: dict[str, Any] = {}
     if path is not None:
         for key, value in _flatten(read_config_file(path)).items():
-            values[key] = _from_file(cls, key, value)
+            if chosen(key) is not None:
+                values[chosen(key)] = _from_file(cls, chosen(key), value)
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        values[key] = _parse(key, _field_type(cls, key), raw.strip())
+        if chosen(key) is not None:
+            values[chosen(key)] = _parse(chosen(key), _field_type(cls, chosen(key)), raw.strip())
     return _instantiate(cls, values, prefix="")
 
 

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from analysis.recording import Recorder
+from analysis.spiking import ReadoutConfig, add_spikes
 from sims.config import build_config
 from sims.registry import Simulation, get
 
@@ -81,6 +82,10 @@ def resolve_device(name: str) -> torch.device:
     raise ValueError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto")
 
 
+class ReadoutError(ValueError):
+    """The simulation finished and is recorded; the spiking readout after it failed."""
+
+
 @dataclass
 class PreparedRun:
     """A run whose inputs have all been checked and whose recording file is open (and locked)."""
@@ -88,6 +93,7 @@ class PreparedRun:
     sim: Simulation
     config: Any
     context: Context
+    readout: ReadoutConfig = dataclasses.field(default_factory=ReadoutConfig)
 
     @property
     def started(self) -> bool:
@@ -109,6 +115,15 @@ class PreparedRun:
                                 f"not a dict of summary figures")
             figures = {**figures, "wall_time_s": time.perf_counter() - start}
             recorder.summary(**figures)
+        if self.readout.signals:  # spikes from the finished recording (analysis.spiking)
+            try:
+                correlations = add_spikes(recorder.path, self.readout.signals,
+                                          self.readout.mapping, seed=self.context.seed,
+                                          step_index=self.readout.at or None)
+            except ValueError as error:
+                raise ReadoutError(f"the run is recorded in {recorder.path}, but its readout "
+                                   f"failed (the file is as the run left it): {error}") from None
+            figures.update({f"rate_correlation_{p}": r for p, r in correlations.items()})
         return figures
 
 
@@ -118,8 +133,9 @@ def prepare_run(name: str, *, out, config: Any = None, config_path=None,
                 overwrite: bool = False) -> PreparedRun:
     """Check every input, seed everything and open the recording at `out`; see `run_simulation`."""
     sim = get(name)
+    readout = build_config(ReadoutConfig, config_path, overrides, section="readout")
     if config is None:
-        config = build_config(sim.config, config_path, overrides)
+        config = build_config(sim.config, config_path, overrides, exclude="readout")
     elif config_path is not None or overrides:
         raise ValueError(f"simulation {name!r}: give a config object or config_path/overrides, "
                          f"not both")
@@ -144,7 +160,7 @@ def prepare_run(name: str, *, out, config: Any = None, config_path=None,
                         overwrite=overwrite)
     context = Context(recorder=recorder, device=torch_device, seed=seed, generator=generator,
                       rng=rng, quiet=quiet)
-    return PreparedRun(sim=sim, config=config, context=context)
+    return PreparedRun(sim=sim, config=config, context=context, readout=readout)
 
 
 def run_simulation(name: str, *, out, config: Any = None, config_path=None,
