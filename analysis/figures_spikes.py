@@ -16,6 +16,7 @@ import numpy as np
 
 from analysis.plotting import figure, new_figure
 from analysis.recording import Recording
+from analysis.spiking import spike_steps
 
 BIN_S = 0.02
 RASTER_NEURONS = 50
@@ -48,7 +49,7 @@ def spike_raster(rec: Recording):
         raster.set_ylabel("neuron")
         raster.set_title(f"{pop} ({attrs['signal']}), first {RASTER_STEPS} steps")
         steps, units = rate.shape
-        step = np.minimum((t / step_s).astype(np.int64), steps - 1)
+        step = np.minimum(spike_steps(t, attrs["step_ms"], attrs["dt_ms"]), steps - 1)
         counts = np.bincount(step, minlength=steps) / (neurons * units * step_s)
         window = slice(0, min(steps, RASTER_STEPS))
         x = np.arange(steps)[window] * step_s
@@ -76,7 +77,7 @@ def dopamine_psth(rec: Recording):
     omitted = (rec["conditioning/omitted"].astype(bool) if "conditioning/omitted" in names
                else np.zeros(trials, bool))
     t = rec[f"spikes/{pop}/t"]
-    step = np.minimum((t / step_s).astype(np.int64), len(trial_of_step) - 1)
+    step = np.minimum(spike_steps(t, attrs["step_ms"], attrs["dt_ms"]), len(trial_of_step) - 1)
     within = time_of_step[step] * step_s + (t - step * step_s)  # time since the trial began
     trial = trial_of_step[step]
     edges = np.arange(0, length * step_s + BIN_S / 2, BIN_S)

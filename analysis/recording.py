@@ -195,6 +195,7 @@ class Recorder:
         try:
             with Recording(recorder.path) as existing:
                 recorder._names.update(existing.datasets())
+                recorder._existing_names = set(existing.datasets())
                 recorder._existing_summary = set(existing.summary)
             shutil.copy2(recorder.path, recorder._file_path)
         except OSError as error:
@@ -227,6 +228,7 @@ class Recorder:
         self._names: set[str] = set()
         self._summary: dict[str, float | int] = {}
         self._group_attrs: dict[str, dict] = {}
+        self._existing_names: set[str] = set()  # datasets the file had when reopened
         self._existing_summary: set[str] = set()
         self._adding = False      # opened by open_existing
         self._placed = False      # the file written to is `path` itself
@@ -283,8 +285,8 @@ class Recorder:
                 raise ValueError(f"dataset {name!r}: value of dtype {array.dtype} appended to a "
                                  f"series of dtype {series.dtype}")
             array = array.astype(series.dtype)
-        if len(array) == 0:
-            return
+        if len(array) == 0 and (series.created or series.pending):
+            return  # (an empty first extend still creates the dataset, with no rows)
         # A copy, so that the caller reusing its buffer cannot change a recorded row.
         series.pending.append(np.array(array, copy=True))
         self._recorded = True
@@ -306,11 +308,15 @@ class Recorder:
 
     def annotate(self, group: str, **attrs: float | int | str) -> None:
         """Set attributes of the group `group` (e.g. the parameters that made the datasets in
-        it); written with the next flush. The group must not be a dataset."""
+        it); written with the next flush. The group must be new to the file: not a dataset, not
+        `summary` (`Recorder.summary`) and not a group the file had when reopened."""
         self._check_open()
         group = _normalise_name(group)
         if group in self._names:
             raise ValueError(f"{group!r} is a dataset, not a group")
+        if group == "summary" or any(n.startswith(group + "/") for n in self._existing_names):
+            raise ValueError(f"group {group!r} is already in {self.path}; annotate only groups "
+                             f"this recorder adds")
         self._group_attrs.setdefault(group, {}).update(attrs)
         self._recorded = True
 

@@ -16,16 +16,19 @@ one run per model step (~70 ms of fixed overhead each). Neurons:
 - `poisson`: each neuron fires with probability rate · dt per time step (an inhomogeneous
   Poisson process); the population rate estimates the mapped rate.
 - `lif`: a leaky integrate-and-fire neuron driven by the mapped rate,
-  dv/dt = rate − v / tau (threshold 1, reset 0, refractory period), started at a random v; it
-  fires regularly at about the rate when rate · tau ≫ 1 and below it (the LIF f–I curve) when not.
+  dv/dt = rate − v / tau (threshold 1, reset 0, refractory period t_ref), started at a random
+  v. It fires only while rate · tau > 1, at the LIF f–I rate 1 / (t_ref + tau ln(rate·tau /
+  (rate·tau − 1))), which approaches the rate when rate · tau ≫ 1 (at the defaults, tau = 50
+  ms, it is silent below 20 Hz: give it a baseline above that to show pauses).
 
 The spikes go into the same HDF5 file under `spikes/<population>/{t, i}` (seconds, neuron
 index; neuron i belongs to unit i // neurons), the mapped rate under `spikes/<population>/rate`
 (step, unit), and the mapping's parameters with `rate_correlation` (the population rate
 recovered from the spikes, per step and unit, against the mapped rate) as attributes of the
-group `spikes/<population>`. Everything is checked and simulated before the file is touched,
-and the additions are made on a copy that replaces the file only when complete
-(`Recorder.open_existing`), so a failure leaves the recording exactly as it was.
+group `spikes/<population>`. Every signal is checked before the file is touched; the spikes
+stream chunk by chunk into a copy that replaces the file only when complete
+(`Recorder.open_existing`), so memory stays bounded and a failure leaves the recording exactly
+as it was.
 
 brian2 is an optional dependency (`pip install -e '.[spiking]'`); the numpy code-generation
 target works everywhere, the compiled (Cython) one is used by `target="auto"` (the default)
@@ -35,7 +38,6 @@ when a compiler is available (its first compile takes 15–50 s; it is cached af
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -79,9 +81,14 @@ class SpikeMapping:
 
     def __post_init__(self) -> None:
         validate(self)
-        if self.dt_ms > self.step_ms:
-            raise ValueError(f"config key 'dt_ms' = {self.dt_ms} must not exceed step_ms = "
-                             f"{self.step_ms}")
+        per_step = self.step_ms / self.dt_ms
+        if per_step < 1 or abs(per_step - round(per_step)) > 1e-9:
+            raise ValueError(f"config key 'dt_ms' = {self.dt_ms} must divide step_ms = "
+                             f"{self.step_ms} (whole brian2 time steps per recorded step)")
+
+    def steps_of(self, t: np.ndarray) -> np.ndarray:
+        """The recorded step each spike time t (s) falls in."""
+        return spike_steps(t, self.step_ms, self.dt_ms)
 
     @property
     def negative_gain(self) -> float:
@@ -99,7 +106,17 @@ class SpikeMapping:
                              f"{step}, unit {unit}; signal {signal[step, unit]:.3g}): raise "
                              f"baseline ({self.baseline}) or lower gain_negative "
                              f"({self.negative_gain})")
+        if self.model == "poisson" and rate.max() * self.dt_ms / 1000 > 1:
+            raise ValueError(f"signal {name!r} maps to {rate.max():.4g} Hz, more than one spike "
+                             f"per dt_ms = {self.dt_ms}: lower the gain or dt_ms")
         return rate
+
+
+def spike_steps(t: np.ndarray, step_ms: float, dt_ms: float) -> np.ndarray:
+    """The recorded step each spike time t (s) falls in, counted in whole brian2 time steps
+    (spike times are multiples of dt; dividing seconds would misplace some at step edges)."""
+    per_step = int(round(step_ms / dt_ms))
+    return np.rint(np.asarray(t) * 1000 / dt_ms).astype(np.int64) // per_step
 
 
 def step_index_for(rec: Recording, name: str, rows: int, given: str | None = None) -> str | None:
@@ -108,7 +125,8 @@ def step_index_for(rec: Recording, name: str, rows: int, given: str | None = Non
 
     Tried in order: `given`; `<group>/env_step` of each enclosing group; `<group>/<first
     word>_env_step` (rl/eval_return → rl/eval_env_step); rl/update_env_step. Only a dataset
-    of the same length counts. A signal as long as the run's steps (`env/reward`) is per step.
+    of the same length counts. A signal as long as the run's steps (`env/reward`) is per step;
+    any other signal of a run with steps needs a step index (ValueError).
     """
     names = set(rec.datasets())
     if given is not None:
@@ -127,14 +145,20 @@ def step_index_for(rec: Recording, name: str, rows: int, given: str | None = Non
     for candidate in candidates:
         if candidate in names and candidate != name and len(rec[candidate]) == rows:
             return candidate
+    if "env/reward" in names:
+        raise ValueError(f"signal {name!r} has {rows} rows, the run {len(rec['env/reward'])} "
+                         f"steps, and no step index of {rows} rows was found; name one with "
+                         f"--at (readout.at)")
     return None
 
 
 def load_signal(rec: Recording, name: str, step_index: str | None = None
                 ) -> tuple[np.ndarray, str | None]:
     """The signal `name` on the run's step axis, (steps, units) float64, and the step index
-    used (None when it was per step already). Update-level values are held from their step to
-    the next."""
+    used (None when it was per step already, or when the recording has no step axis and the
+    signal is its own). An update-level value recorded at environment step count s (summed
+    over the run's parallel environments) holds from row s // n_envs, the first step after
+    it, to the next update; before the first update the signal is 0 (the baseline rate)."""
     if name not in rec.datasets():
         raise ValueError(f"no dataset {name!r} in {rec.path}; signals recorded there: "
                          f"{', '.join(n for n in rec.datasets() if not n.startswith('spikes/'))}")
@@ -147,37 +171,32 @@ def load_signal(rec: Recording, name: str, step_index: str | None = None
     if index is None:
         return data, None
     steps = np.asarray(rec[index], dtype=np.int64)
-    total = len(rec["env/reward"]) if "env/reward" in rec.datasets() else int(steps.max()) + 1
-    if np.any(np.diff(steps) < 0) or steps.min() < 0:
+    if "env/reward" in rec.datasets():
+        reward = rec["env/reward"]
+        total, n_envs = len(reward), (reward.shape[1] if len(reward.shape) > 1 else 1)
+    else:
+        total, n_envs = int(steps.max()) + 1, 1
+    rows = steps // n_envs
+    if np.any(np.diff(rows) < 0) or rows.min() < 0:
         raise ValueError(f"step index {index!r} of signal {name!r} is not non-decreasing")
-    held = np.searchsorted(steps, np.arange(total), side="right") - 1
-    out = np.full((total, data.shape[1]), np.nan)
+    if rows.max() > total:
+        raise ValueError(f"step index {index!r} of signal {name!r} reaches step "
+                         f"{int(steps.max())}, past the run's {total * n_envs}")
+    held = np.searchsorted(rows, np.arange(total), side="right") - 1
+    out = np.zeros((total, data.shape[1]))
     out[held >= 0] = data[held[held >= 0]]
-    out[held < 0] = data[0]  # before the first update: its value
     return out, index
-
-
-def resolve_target(target: str) -> str:
-    """"auto" → cython when brian2 can compile here, numpy otherwise."""
-    if target != "auto":
-        return target
-    if shutil.which("cc") or shutil.which("gcc"):
-        try:
-            import Cython  # noqa: F401
-            return "cython"
-        except ImportError:
-            pass
-    return "numpy"
 
 
 def simulate(rates: np.ndarray, mapping: SpikeMapping, seed: int = 0):
     """Spikes of `mapping.neurons` neurons per unit driven by `rates` (steps, units) in Hz.
 
     Yields (t seconds (n,), i neuron index (n,)) chunk by chunk of `chunk_s` simulated
-    seconds; the same seed gives the same spikes.
+    seconds; the same seed gives the same spikes. Sets brian2's code-generation target and
+    seeds its random numbers (global state of brian2).
     """
     b2 = import_brian2()
-    b2.prefs.codegen.target = resolve_target(mapping.target)
+    b2.prefs.codegen.target = mapping.target
     steps, units = rates.shape
     n = units * mapping.neurons
     dt = mapping.dt_ms * b2.ms
@@ -197,9 +216,9 @@ def simulate(rates: np.ndarray, mapping: SpikeMapping, seed: int = 0):
     per_chunk = max(1, int(round(mapping.chunk_s * 1000 / mapping.step_ms)))
     for start in range(0, steps, per_chunk):
         block = rates[start:start + per_chunk]
+        # fixed names keep the generated code the same for every chunk (no recompiling)
         monitor = b2.SpikeMonitor(group, name="spikes")
         net.add(monitor)
-        # a fixed name keeps the generated code the same for every chunk (no recompiling)
         namespace = {"ta": b2.TimedArray(block * b2.Hz, dt=mapping.step_ms * b2.ms,
                                          name="driving_rate"),
                      "t0": start * mapping.step_ms * b2.ms, "tau": mapping.tau_ms * b2.ms}
@@ -211,9 +230,8 @@ def simulate(rates: np.ndarray, mapping: SpikeMapping, seed: int = 0):
 def binned_rate(t: np.ndarray, i: np.ndarray, steps: int, units: int, mapping: SpikeMapping
                 ) -> np.ndarray:
     """The population rate per step and unit (Hz) recovered from spikes, (steps, units)."""
-    step = np.minimum((t * 1000 / mapping.step_ms).astype(np.int64), steps - 1)
     counts = np.zeros((steps, units))
-    np.add.at(counts, (step, i // mapping.neurons), 1)
+    np.add.at(counts, (np.minimum(mapping.steps_of(t), steps - 1), i // mapping.neurons), 1)
     return counts / (mapping.neurons * mapping.step_ms / 1000)
 
 
@@ -257,13 +275,20 @@ def parse_signal(spec: str) -> tuple[str, str]:
     return name, population
 
 
+def population_seed(seed: int, k: int) -> int:
+    """The seed of the k-th population of a readout: independent streams per population."""
+    return int(np.random.SeedSequence([seed, k]).generate_state(1)[0])
+
+
 def add_spikes(path, signals: Sequence[str], mapping: SpikeMapping = SpikeMapping(), *,
                seed: int = 0, step_index: str | None = None, progress=None) -> dict[str, float]:
     """Drive a population per signal ("dataset[=population]") of the recording at `path` and
     add the spikes to it; returns each population's `rate_correlation`.
 
-    Every signal is loaded, mapped and checked, and every population simulated, before the
-    file is opened for writing; a population already in the file is refused.
+    Every signal is loaded, placed on the step axis and mapped (with every check) before the
+    file is opened; the spikes then stream chunk by chunk into a copy of the file that replaces
+    it only when every population is done (`Recorder.open_existing`), so memory stays bounded
+    and a failure leaves the recording as it was. Population k is seeded from (seed, k).
     """
     import_brian2()
     specs = [parse_signal(s) for s in signals]
@@ -277,29 +302,26 @@ def add_spikes(path, signals: Sequence[str], mapping: SpikeMapping = SpikeMappin
         taken = sorted(set(populations) & existing)
         if taken:
             raise ValueError(f"{path} already has spikes for population(s) {taken}")
-        loaded = [(name, pop, *load_signal(rec, name, step_index)) for name, pop in specs]
-    results, simulated = {}, []
-    for name, population, signal, index in loaded:
-        rates = mapping.rates(signal, name)
-        chunks = list(simulate(rates, mapping, seed))
-        if progress is not None:
-            progress(population)
-        t = np.concatenate([c[0] for c in chunks])
-        i = np.concatenate([c[1] for c in chunks])
-        recovered = binned_rate(t, i, *rates.shape, mapping)
-        results[population] = correlation(recovered, rates)
-        simulated.append((name, population, index, rates, chunks, results[population]))
+        loaded = []
+        for name, population in specs:
+            signal, index = load_signal(rec, name, step_index)
+            loaded.append((name, population, index, mapping.rates(signal, name)))
+    results = {}
     with Recorder.open_existing(path) as recorder:
-        recorder.summary(**{f"rate_correlation_{pop}": rho for pop, rho in results.items()})
-        for name, population, index, rates, chunks, rho in simulated:
-            group = f"spikes/{population}"
-            for t, i in chunks:
+        for k, (name, population, index, rates) in enumerate(loaded):
+            group, counts = f"spikes/{population}", np.zeros(rates.shape)
+            pop_seed = population_seed(seed, k)
+            for t, i in simulate(rates, mapping, pop_seed):
                 recorder.extend(f"{group}/t", t)
                 recorder.extend(f"{group}/i", i)
+                counts += binned_rate(t, i, *rates.shape, mapping)
+            results[population] = correlation(counts, rates)
             recorder.write(f"{group}/rate", rates.astype(np.float32))
-            recorder.annotate(group, signal=name, step_index=index or "", seed=int(seed),
-                              units=int(rates.shape[1]), rate_correlation=rho,
-                              target=resolve_target(mapping.target),
-                              **{k: ("" if v is None else v)
-                                 for k, v in dataclasses.asdict(mapping).items() if k != "target"})
+            recorder.annotate(group, signal=name, step_index=index or "", seed=pop_seed,
+                              units=int(rates.shape[1]), rate_correlation=results[population],
+                              **{key: ("" if value is None else value)
+                                 for key, value in dataclasses.asdict(mapping).items()})
+            if progress is not None:
+                progress(population)
+        recorder.summary(**{f"rate_correlation_{p}": r for p, r in results.items()})
     return results

@@ -42,6 +42,7 @@ def build_config(cls: type, path=None, overrides: Sequence[str] = (), *,
             the expected type), a bad file or suffix.
     """
     def chosen(key: str) -> str | None:
+        """The key as `cls` names it, or None when it belongs elsewhere."""
         if exclude is not None and key.startswith(exclude + "."):
             return None
         if section is not None:
@@ -51,15 +52,15 @@ def build_config(cls: type, path=None, overrides: Sequence[str] = (), *,
     values: dict[str, Any] = {}
     if path is not None:
         for key, value in _flatten(read_config_file(path)).items():
-            if chosen(key) is not None:
-                values[chosen(key)] = _from_file(cls, chosen(key), value)
+            if (name := chosen(key)) is not None:
+                values[name] = _from_file(cls, name, value)
     for item in overrides:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ValueError(f"override {item!r} is not of the form key=value")
-        if chosen(key) is not None:
-            values[chosen(key)] = _parse(chosen(key), _field_type(cls, chosen(key)), raw.strip())
+        if (name := chosen(key)) is not None:
+            values[name] = _parse(name, _field_type(cls, name), raw.strip())
     return _instantiate(cls, values, prefix="")
 
 

@@ -120,9 +120,9 @@ class PreparedRun:
                 correlations = add_spikes(recorder.path, self.readout.signals,
                                           self.readout.mapping, seed=self.context.seed,
                                           step_index=self.readout.at or None)
-            except ValueError as error:
+            except Exception as error:  # the run is recorded; only the readout failed
                 raise ReadoutError(f"the run is recorded in {recorder.path}, but its readout "
-                                   f"failed (the file is as the run left it): {error}") from None
+                                   f"failed (the file is as the run left it): {error}") from error
             figures.update({f"rate_correlation_{p}": r for p, r in correlations.items()})
         return figures
 

@@ -76,7 +76,53 @@ def test_update_level_signal_is_held_on_the_step_axis(tmp_path):
     with Recording(path) as rec:
         signal, index = load_signal(rec, "cortex/world_model/loss/prediction_error")
     assert index == "cortex/world_model/env_step"
-    np.testing.assert_array_equal(signal[:, 0], [4, 4, 4, 4, 4, 2, 2, 2, 1, 1])
+    # each value holds from the step after its update; before the first, 0 (the baseline)
+    np.testing.assert_array_equal(signal[:, 0], [0, 0, 4, 4, 4, 2, 2, 2, 1, 1])
+
+
+def test_update_steps_count_every_parallel_environment(tmp_path):
+    """rl/update_env_step counts the steps of all n environments: row = step // n."""
+    path = tmp_path / "run.h5"
+    with Recorder(path, sim="test", seed=0, config={}) as rec:
+        rec.extend("env/reward", np.zeros((12, 4), np.float32))
+        rec.extend("rl/loss/value", np.array([3.0, 1.0], np.float32))
+        rec.extend("rl/update_env_step", np.array([16, 32]))
+        rec.extend("rl/episode_return", np.array([1.0, 2.0, 3.0], np.float32))
+    with Recording(path) as rec:
+        signal, index = load_signal(rec, "rl/loss/value")
+        assert index == "rl/update_env_step"
+        np.testing.assert_array_equal(signal[:, 0], [0] * 4 + [3] * 4 + [1] * 4)
+        with pytest.raises(ValueError, match="no step index of 3 rows"):
+            load_signal(rec, "rl/episode_return")
+
+
+def test_populations_get_their_own_random_numbers_and_silent_ones_are_recorded(tmp_path):
+    from analysis.report import write_figures
+
+    path = tmp_path / "run.h5"
+    make_recording(path, np.full((30, 1), 0.5))
+    add_spikes(path, ["basal_ganglia/dopamine=a", "basal_ganglia/dopamine=b"],
+               SpikeMapping(target="numpy", neurons=10), seed=0)
+    silent = tmp_path / "silent.h5"
+    make_recording(silent, np.zeros((30, 1)))
+    add_spikes(silent, ["basal_ganglia/dopamine=quiet"],
+               SpikeMapping(target="numpy", neurons=10, baseline=0.0))
+    with Recording(path) as rec:
+        assert not np.array_equal(rec["spikes/a/t"], rec["spikes/b/t"])
+        assert rec.attrs("spikes/a")["seed"] != rec.attrs("spikes/b")["seed"]
+    with Recording(silent) as rec:
+        assert rec["spikes/quiet/t"].shape == (0,) and rec["spikes/quiet/i"].shape == (0,)
+    assert [p.name for p in write_figures(silent, tmp_path)] == ["silent_spike_raster.png"]
+
+
+def test_annotate_refuses_groups_the_file_already_has(tmp_path):
+    path = tmp_path / "run.h5"
+    make_recording(path, np.zeros((5, 1)))
+    with Recorder.open_existing(path) as rec:
+        with pytest.raises(ValueError, match="'summary' is already"):
+            rec.annotate("summary", score=1.0)
+        with pytest.raises(ValueError, match="'basal_ganglia' is already"):
+            rec.annotate("basal_ganglia", note="x")
 
 
 def test_lif_population_fires_more_for_a_stronger_drive(tmp_path):
@@ -160,7 +206,9 @@ def test_a_readout_section_adds_spikes_after_the_run(tmp_path):
         *base, "readout.signals=basal_ganglia/dopamine=da", "readout.mapping.neurons=5",
         "readout.mapping.target=numpy"])
     with Recording(out) as rec:
-        assert rec.attrs("spikes/da")["neurons"] == 5 and rec.attrs("spikes/da")["seed"] == 4
+        from analysis.spiking import population_seed
+        assert rec.attrs("spikes/da")["neurons"] == 5
+        assert rec.attrs("spikes/da")["seed"] == population_seed(4, 0)  # from the run's seed
         assert rec.summary["rate_correlation_da"] == pytest.approx(figures["rate_correlation_da"])
         assert "delta_cs_last" in rec.summary
     out = tmp_path / "bad.h5"
