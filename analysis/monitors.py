@@ -213,6 +213,28 @@ MONITORS: tuple[Monitor, ...] = (
             "rate that drove population {population}: baseline + gain · signal⁺ − "
             "gain_negative · signal⁻", static=True),
 
+    # continual / small-batch: PC against backprop (sims/continual.py).
+    Monitor("continual/split/{part}", "(sample,)", "index",
+            "indices into scikit-learn's digits of the {part} split", static=True),
+    Monitor("small_batch/split/{part}", "(sample,)", "index",
+            "indices into scikit-learn's digits of the {part} split", static=True),
+    Monitor("continual/lr_selection/{net}", "(lr,)", "fraction",
+            "mean class-incremental validation accuracy at the end, per swept learning rate",
+            static=True),
+    Monitor("continual/{net}/{scenario}/accuracy", "(epoch, task)", "fraction",
+            "test accuracy of {net} on each task after each epoch ({scenario}: class_il = argmax "
+            "over all digits, task_il = over the task's digits)", static=True),
+    Monitor("continual/epoch_task", "(epoch,)", "index", "the task trained in each epoch",
+            static=True),
+    Monitor("small_batch/lr_selection/{net}", "(batch size, lr)", "fraction",
+            "validation error of {net} per batch size and swept learning rate (most shots)",
+            static=True),
+    Monitor("small_batch/{net}/test_error", "(shots, batch size)", "fraction",
+            "test error of {net} after the same examples seen, per shots and batch size",
+            static=True),
+    Monitor("small_batch/{axis}", "(value,)", "count",
+            "the {axis} of the small-batch grid", static=True),
+
     # tracking: temporal PC against the Kalman filter on a noisy moving target.
     Monitor("tracking/true_state", "(step, sequence, 3)", "m, m/s, m/s^2",
             "true hidden state s_t = (position, velocity, acceleration)"),

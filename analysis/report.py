@@ -14,7 +14,7 @@ from analysis.recording import Recording
 
 FIGURE_MODULES = ["analysis.figures_pc", "analysis.figures_temporal", "analysis.figures_rl",
                   "analysis.figures_agent", "analysis.figures_revaluation",
-                  "analysis.figures_spikes"]
+                  "analysis.figures_spikes", "analysis.figures_continual"]
 
 
 def summarize(path) -> str:

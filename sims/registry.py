@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from sims.runner import Context
 
 SIMULATION_MODULES = ["sims.pc_digits", "sims.tracking", "sims.pendulum_model", "sims.conditioning",
-                      "sims.rl", "sims.agent", "sims.revaluation"]
+                      "sims.rl", "sims.agent", "sims.revaluation", "sims.continual"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,201 @@
+"""Figures and tables of `continual` and `small-batch` (PC against backprop), found by name:
+
+- `continual_accuracy` — test accuracy on every task after every epoch, PC and backprop, in the
+  class-incremental and the task-incremental reading (task switches marked);
+- `continual_forgetting` — final accuracy and forgetting of one run, PC beside backprop;
+- `small_batch_error` — test error against batch size, a line per shot count, PC and backprop.
+
+Across seeds (`benchmarks/bench_continual.py`): `continual_table` / `small_batch_table` (mean
+and 95 % confidence interval, Student's t over seeds) and `seed_figures`, the forgetting bar
+chart with confidence intervals and the small-batch errors with theirs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from analysis.plotting import STYLE, figure, new_figure, save_figure
+from analysis.recording import Recording
+
+NETS = {"pc": ("PC", "C0"), "bp": ("backprop", "C3")}
+SCENARIOS = {"class_il": "class-incremental", "task_il": "task-incremental"}
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % confidence interval (Student's t) over seeds."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def forgetting(accuracy: np.ndarray) -> float:
+    """Mean over all tasks but the last of best minus final accuracy; (epochs, tasks)."""
+    return float(np.mean(accuracy[:, :-1].max(0) - accuracy[-1, :-1]))
+
+
+@figure("continual_accuracy")
+def continual_accuracy(rec: Recording):
+    if "continual/pc/class_il/accuracy" not in rec:
+        return None
+    task_of_epoch = rec["continual/epoch_task"]
+    switches = np.flatnonzero(np.diff(task_of_epoch)) + 1
+    fig, axes = new_figure(2, 2, width=10.0, height=6.0,
+                           title="Accuracy on each task while tasks are learned in turn")
+    for row, scenario in enumerate(SCENARIOS):
+        for col, net in enumerate(NETS):
+            ax = axes[row, col]
+            acc = rec[f"continual/{net}/{scenario}/accuracy"]
+            epochs = np.arange(1, len(acc) + 1)
+            for t in range(acc.shape[1]):
+                ax.plot(epochs, acc[:, t], label=f"task {t + 1}")
+            for s in switches:
+                ax.axvline(s + 0.5, color="k", lw=0.5)
+            ax.set_title(f"{NETS[net][0]}, {SCENARIOS[scenario]}")
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("test accuracy")
+    axes[0, 0].legend(fontsize=7)
+    return fig
+
+
+@figure("continual_forgetting")
+def continual_forgetting(rec: Recording):
+    if "continual/pc/class_il/accuracy" not in rec:
+        return None
+    fig, axes = new_figure(1, 2, width=8.0, height=3.2, title="Final accuracy and forgetting")
+    x = np.arange(len(SCENARIOS))
+    for k, net in enumerate(NETS):
+        accs = [rec[f"continual/{net}/{s}/accuracy"] for s in SCENARIOS]
+        axes[0].bar(x + 0.4 * k - 0.2, [a[-1].mean() for a in accs], 0.4, color=NETS[net][1],
+                    label=NETS[net][0])
+        axes[1].bar(x + 0.4 * k - 0.2, [forgetting(a) for a in accs], 0.4, color=NETS[net][1])
+    for ax, label in zip(axes, ("final accuracy (mean over tasks)", "forgetting")):
+        ax.set_xticks(x, list(SCENARIOS.values()))
+        ax.set_ylabel(label)
+    axes[0].legend()
+    return fig
+
+
+@figure("small_batch_error")
+def small_batch_error(rec: Recording):
+    if "small_batch/pc/test_error" not in rec:
+        return None
+    batches, shots = rec["small_batch/batch_sizes"], rec["small_batch/shots"]
+    fig, ax = new_figure(1, 1, width=6.0, height=3.6,
+                         title="Test error after the same examples seen")
+    for net, style in zip(NETS, ("-", "--")):
+        error = rec[f"small_batch/{net}/test_error"]
+        for k, n in enumerate(shots):
+            ax.plot(batches, error[k], style, marker="o", color=f"C{k}",
+                    label=f"{NETS[net][0]}, {n} per digit")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("test error")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def _summaries(paths) -> list[dict]:
+    out = []
+    for path in paths:
+        with Recording(path) as rec:
+            out.append({"summary": dict(rec.summary),
+                        **{name: rec[name] for name in rec.datasets()
+                           if name.endswith("accuracy") or name.endswith("test_error")
+                           or name.startswith("small_batch/") and "/" not in name[12:]}})
+    return out
+
+
+def continual_table(paths) -> str:
+    runs = _summaries(paths)
+    lines = ["| reading | network | final accuracy (mean ± 95 % CI) | forgetting (mean ± 95 % CI) "
+             "| learning rates chosen |", "|---|---|---|---|---|"]
+    for scenario, label in SCENARIOS.items():
+        suffix = "" if scenario == "class_il" else "_task_il"
+        for net in NETS:
+            acc = mean_ci([r["summary"][f"{net}_final_accuracy{suffix}"] for r in runs])
+            fgt = mean_ci([r["summary"][f"{net}_forgetting{suffix}"] for r in runs])
+            lrs = ", ".join(f"{r['summary'][f'{net}_lr']:g}" for r in runs)
+            lines.append(f"| {label} | {NETS[net][0]} | {acc[0]:.3f} ± {acc[1]:.3f} | "
+                         f"{fgt[0]:.3f} ± {fgt[1]:.3f} | {lrs} |")
+    return "\n".join(lines)
+
+
+def small_batch_table(paths) -> str:
+    runs = _summaries(paths)
+    batches, shots = runs[0]["small_batch/batch_sizes"], runs[0]["small_batch/shots"]
+    lines = ["| per digit | batch | PC test error | backprop test error | PC − backprop |",
+             "|---|---|---|---|---|"]
+    for k, n in enumerate(shots):
+        for b, batch in enumerate(batches):
+            pc = [r["small_batch/pc/test_error"][k, b] for r in runs]
+            bp = [r["small_batch/bp/test_error"][k, b] for r in runs]
+            (m1, h1), (m2, h2) = mean_ci(pc), mean_ci(bp)
+            d = mean_ci(np.subtract(pc, bp))
+            lines.append(f"| {n} | {batch} | {m1:.3f} ± {h1:.3f} | {m2:.3f} ± {h2:.3f} | "
+                         f"{d[0]:+.3f} ± {d[1]:.3f} |")
+    pc = mean_ci([r["summary"]["pc_test_error"] for r in runs])
+    bp = mean_ci([r["summary"]["bp_test_error"] for r in runs])
+    lines += ["", f"mean over the grid: PC {pc[0]:.3f} ± {pc[1]:.3f}, backprop "
+              f"{bp[0]:.3f} ± {bp[1]:.3f}"]
+    return "\n".join(lines)
+
+
+def seed_figures(directory) -> list[Path]:
+    """The forgetting bar chart (final accuracy and forgetting, mean ± 95 % CI over seeds, per
+    task split and reading) and the small-batch errors with their CIs, as PNGs in `directory`."""
+    import matplotlib
+
+    directory, written = Path(directory), []
+    splits = sorted({p.name.split("_seed")[0] for p in directory.glob("continual-*_seed*.h5")})
+    if splits:
+        with matplotlib.rc_context(STYLE):
+            fig, axes = new_figure(1, 2, width=10.0, height=3.6,
+                                   title="PC vs backprop after learning tasks in turn "
+                                         "(mean ± 95 % CI over seeds)")
+            labels = [f"{s.removeprefix('continual-')}\n{SCENARIOS[r]}" for s in splits
+                      for r in SCENARIOS]
+            x = np.arange(len(labels))
+            for k, net in enumerate(NETS):
+                for ax, key in zip(axes, ("final_accuracy", "forgetting")):
+                    means, halves = [], []
+                    for split in splits:
+                        runs = _summaries(sorted(directory.glob(f"{split}_seed*.h5")))
+                        for scenario in SCENARIOS:
+                            suffix = "" if scenario == "class_il" else "_task_il"
+                            m, h = mean_ci([r["summary"][f"{net}_{key}{suffix}"] for r in runs])
+                            means.append(m)
+                            halves.append(h)
+                    ax.bar(x + 0.4 * k - 0.2, means, 0.4, yerr=halves, capsize=3,
+                           color=NETS[net][1], label=NETS[net][0])
+            for ax, label in zip(axes, ("final accuracy (mean over tasks)", "forgetting")):
+                ax.set_xticks(x, labels, fontsize=7)
+                ax.set_ylabel(label)
+            axes[0].legend()
+            written.append(save_figure(fig, directory / "forgetting.png"))
+    paths = sorted(directory.glob("small-batch_seed*.h5"))
+    if paths:
+        runs = _summaries(paths)
+        batches, shots = runs[0]["small_batch/batch_sizes"], runs[0]["small_batch/shots"]
+        with matplotlib.rc_context(STYLE):
+            fig, axes = new_figure(1, len(shots), width=3.2 * len(shots), height=3.2,
+                                   title="Test error after the same examples seen "
+                                                      "(mean ± 95 % CI over seeds)")
+            for ax, (k, n) in zip(np.atleast_1d(axes), enumerate(shots)):
+                for net in NETS:
+                    stats_ = [mean_ci([r[f"small_batch/{net}/test_error"][k, b] for r in runs])
+                              for b in range(len(batches))]
+                    ax.errorbar(batches, [m for m, _ in stats_], [h for _, h in stats_],
+                                marker="o", capsize=3, color=NETS[net][1], label=NETS[net][0])
+                ax.set_xscale("log", base=2)
+                ax.set_title(f"{n} per digit")
+                ax.set_xlabel("batch size")
+            np.atleast_1d(axes)[0].set_ylabel("test error")
+            np.atleast_1d(axes)[0].legend()
+            written.append(save_figure(fig, directory / "small_batch.png"))
+    return written
