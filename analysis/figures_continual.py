@@ -1,7 +1,7 @@
 """Figures and tables of `continual` and `small-batch` (PC against backprop), found by name:
 
-- `continual_accuracy` — test accuracy on every task after every epoch, PC and backprop, in the
-  class-incremental and the task-incremental reading (task switches marked);
+- `continual_accuracy` — test accuracy on every task after every epoch, PC beside backprop
+  (task switches marked);
 - `continual_forgetting` — final accuracy and forgetting of one run, PC beside backprop;
 - `small_batch_error` — test error against batch size, a line per shot count, PC and backprop.
 
@@ -33,51 +33,46 @@ def mean_ci(values) -> tuple[float, float]:
     return float(values.mean()), float(half)
 
 
-def forgetting(accuracy: np.ndarray) -> float:
-    """Mean over all tasks but the last of best minus final accuracy; (epochs, tasks)."""
-    return float(np.mean(accuracy[:, :-1].max(0) - accuracy[-1, :-1]))
+def _scenario(rec: Recording) -> str:
+    return SCENARIOS.get(rec.config.get("scenario", "class_il"), "class-incremental")
 
 
 @figure("continual_accuracy")
 def continual_accuracy(rec: Recording):
-    if "continual/pc/class_il/accuracy" not in rec:
+    if "continual/pc/accuracy" not in rec:
         return None
     task_of_epoch = rec["continual/epoch_task"]
     switches = np.flatnonzero(np.diff(task_of_epoch)) + 1
-    fig, axes = new_figure(2, 2, width=10.0, height=6.0,
-                           title="Accuracy on each task while tasks are learned in turn")
-    for row, scenario in enumerate(SCENARIOS):
-        for col, net in enumerate(NETS):
-            ax = axes[row, col]
-            acc = rec[f"continual/{net}/{scenario}/accuracy"]
-            epochs = np.arange(1, len(acc) + 1)
-            for t in range(acc.shape[1]):
-                ax.plot(epochs, acc[:, t], label=f"task {t + 1}")
-            for s in switches:
-                ax.axvline(s + 0.5, color="k", lw=0.5)
-            ax.set_title(f"{NETS[net][0]}, {SCENARIOS[scenario]}")
-            ax.set_ylim(0, 1.02)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("test accuracy")
-    axes[0, 0].legend(fontsize=7)
+    fig, axes = new_figure(1, 2, width=10.0, height=3.4,
+                           title=f"Test accuracy on each task while tasks are learned in turn "
+                                 f"({_scenario(rec)})")
+    for ax, net in zip(axes, NETS):
+        acc = rec[f"continual/{net}/accuracy"]
+        epochs = np.arange(1, len(acc) + 1)
+        for t in range(acc.shape[1]):
+            ax.plot(epochs, acc[:, t], label=f"task {t + 1}")
+        for s in switches:
+            ax.axvline(s + 0.5, color="k", lw=0.5)
+        ax.set_title(f"{NETS[net][0]} (lr {rec.summary.get(f'{net}_lr', float('nan')):g})")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy")
+    axes[0].legend(fontsize=7)
     return fig
 
 
 @figure("continual_forgetting")
 def continual_forgetting(rec: Recording):
-    if "continual/pc/class_il/accuracy" not in rec:
+    if "continual/pc/accuracy" not in rec or "pc_forgetting" not in rec.summary:
         return None
-    fig, axes = new_figure(1, 2, width=8.0, height=3.2, title="Final accuracy and forgetting")
-    x = np.arange(len(SCENARIOS))
+    fig, ax = new_figure(1, 1, width=5.0, height=3.2,
+                         title=f"Final accuracy and forgetting ({_scenario(rec)})")
+    x = np.arange(2)
     for k, net in enumerate(NETS):
-        accs = [rec[f"continual/{net}/{s}/accuracy"] for s in SCENARIOS]
-        axes[0].bar(x + 0.4 * k - 0.2, [a[-1].mean() for a in accs], 0.4, color=NETS[net][1],
-                    label=NETS[net][0])
-        axes[1].bar(x + 0.4 * k - 0.2, [forgetting(a) for a in accs], 0.4, color=NETS[net][1])
-    for ax, label in zip(axes, ("final accuracy (mean over tasks)", "forgetting")):
-        ax.set_xticks(x, list(SCENARIOS.values()))
-        ax.set_ylabel(label)
-    axes[0].legend()
+        values = [rec.summary[f"{net}_final_accuracy"], rec.summary[f"{net}_forgetting"]]
+        ax.bar(x + 0.4 * k - 0.2, values, 0.4, color=NETS[net][1], label=NETS[net][0])
+    ax.set_xticks(x, ["final accuracy (mean over tasks)", "forgetting"])
+    ax.legend()
     return fig
 
 
@@ -106,23 +101,29 @@ def _summaries(paths) -> list[dict]:
         with Recording(path) as rec:
             out.append({"summary": dict(rec.summary),
                         **{name: rec[name] for name in rec.datasets()
-                           if name.endswith("accuracy") or name.endswith("test_error")
-                           or name.startswith("small_batch/") and "/" not in name[12:]}})
+                           if name.endswith("test_error") or name.startswith("small_batch/")
+                           and "/" not in name[12:]}})
     return out
 
 
 def continual_table(paths) -> str:
+    """Final accuracy and forgetting of PC and backprop, and their paired difference (the same
+    split and initial weights per seed), mean ± 95 % CI over the runs at `paths`."""
     runs = _summaries(paths)
-    lines = ["| reading | network | final accuracy (mean ± 95 % CI) | forgetting (mean ± 95 % CI) "
-             "| learning rates chosen |", "|---|---|---|---|---|"]
-    for scenario, label in SCENARIOS.items():
-        suffix = "" if scenario == "class_il" else "_task_il"
-        for net in NETS:
-            acc = mean_ci([r["summary"][f"{net}_final_accuracy{suffix}"] for r in runs])
-            fgt = mean_ci([r["summary"][f"{net}_forgetting{suffix}"] for r in runs])
-            lrs = ", ".join(f"{r['summary'][f'{net}_lr']:g}" for r in runs)
-            lines.append(f"| {label} | {NETS[net][0]} | {acc[0]:.3f} ± {acc[1]:.3f} | "
-                         f"{fgt[0]:.3f} ± {fgt[1]:.3f} | {lrs} |")
+    lines = ["| network | final accuracy | forgetting | learning rates chosen (* at the grid's "
+             "edge) |", "|---|---|---|---|"]
+    for net in NETS:
+        acc = mean_ci([r["summary"][f"{net}_final_accuracy"] for r in runs])
+        fgt = mean_ci([r["summary"][f"{net}_forgetting"] for r in runs])
+        lrs = ", ".join(f"{r['summary'][f'{net}_lr']:g}"
+                        + ("*" if r["summary"][f"{net}_lr_at_grid_edge"] else "") for r in runs)
+        lines.append(f"| {NETS[net][0]} | {acc[0]:.3f} ± {acc[1]:.3f} | {fgt[0]:.3f} ± "
+                     f"{fgt[1]:.3f} | {lrs} |")
+    diff = {key: mean_ci([r["summary"][f"pc_{key}"] - r["summary"][f"bp_{key}"] for r in runs])
+            for key in ("final_accuracy", "forgetting")}
+    lines.append(f"| PC − backprop (paired) | {diff['final_accuracy'][0]:+.3f} ± "
+                 f"{diff['final_accuracy'][1]:.3f} | {diff['forgetting'][0]:+.3f} ± "
+                 f"{diff['forgetting'][1]:.3f} | |")
     return "\n".join(lines)
 
 
@@ -148,33 +149,29 @@ def small_batch_table(paths) -> str:
 
 def seed_figures(directory) -> list[Path]:
     """The forgetting bar chart (final accuracy and forgetting, mean ± 95 % CI over seeds, per
-    task split and reading) and the small-batch errors with their CIs, as PNGs in `directory`."""
+    condition `continual-<condition>_seed<N>.h5`) and the small-batch errors with their CIs, as
+    PNGs in `directory`."""
     import matplotlib
 
     directory, written = Path(directory), []
-    splits = sorted({p.name.split("_seed")[0] for p in directory.glob("continual-*_seed*.h5")})
-    if splits:
+    conditions = sorted({p.name.split("_seed")[0] for p in directory.glob("continual-*_seed*.h5")})
+    if conditions:
         with matplotlib.rc_context(STYLE):
-            fig, axes = new_figure(1, 2, width=10.0, height=3.6,
+            fig, axes = new_figure(1, 2, width=11.0, height=3.8,
                                    title="PC vs backprop after learning tasks in turn "
                                          "(mean ± 95 % CI over seeds)")
-            labels = [f"{s.removeprefix('continual-')}\n{SCENARIOS[r]}" for s in splits
-                      for r in SCENARIOS]
-            x = np.arange(len(labels))
+            x = np.arange(len(conditions))
             for k, net in enumerate(NETS):
                 for ax, key in zip(axes, ("final_accuracy", "forgetting")):
-                    means, halves = [], []
-                    for split in splits:
-                        runs = _summaries(sorted(directory.glob(f"{split}_seed*.h5")))
-                        for scenario in SCENARIOS:
-                            suffix = "" if scenario == "class_il" else "_task_il"
-                            m, h = mean_ci([r["summary"][f"{net}_{key}{suffix}"] for r in runs])
-                            means.append(m)
-                            halves.append(h)
-                    ax.bar(x + 0.4 * k - 0.2, means, 0.4, yerr=halves, capsize=3,
-                           color=NETS[net][1], label=NETS[net][0])
+                    cis = [mean_ci([r["summary"][f"{net}_{key}"] for r in
+                                    _summaries(sorted(directory.glob(f"{c}_seed*.h5")))])
+                           for c in conditions]
+                    ax.bar(x + 0.4 * k - 0.2, [m for m, _ in cis], 0.4,
+                           yerr=[h for _, h in cis], capsize=3, color=NETS[net][1],
+                           label=NETS[net][0])
             for ax, label in zip(axes, ("final accuracy (mean over tasks)", "forgetting")):
-                ax.set_xticks(x, labels, fontsize=7)
+                ax.set_xticks(x, [c.removeprefix("continual-").replace("-", "\n")
+                                  for c in conditions], fontsize=7)
                 ax.set_ylabel(label)
             axes[0].legend()
             written.append(save_figure(fig, directory / "forgetting.png"))

@@ -3,11 +3,12 @@
     python benchmarks/bench_continual.py --seeds 0 1 2 3 4 --workers 2
     python benchmarks/bench_continual.py --report-only      # tables and figures from the runs
 
-Runs `brainloop run continual` (tasks split2 and pairs5, and split2 with 50 PC inference
-iterations instead of 8) and `brainloop run small-batch` with their default configs, one process per run with one torch thread; recordings go to
+Runs `brainloop run continual` (tasks split2 and pairs5, each class- and task-incremental, and
+split2 class-incremental with 50 PC inference iterations instead of 8) and `brainloop run
+small-batch` with their default configs, one process per run with one torch thread; recordings go to
 runs/bench_continual/. Prints, per condition, the mean and 95 % confidence interval (Student's t
-over seeds) of final accuracy and forgetting (class- and task-incremental) and of the small-batch
-test errors, and draws runs/bench_continual/forgetting.png and small_batch.png
+over seeds) of final accuracy and forgetting, with the paired PC − backprop difference, and of
+the small-batch test errors, and draws runs/bench_continual/forgetting.png and small_batch.png
 (analysis.figures_continual).
 """
 
@@ -24,13 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RUNS = ROOT / "runs" / "bench_continual"
-JOBS = {"continual-split2": ("continual", ["tasks=split2"]),
-        "continual-pairs5": ("continual", ["tasks=pairs5"]),
-        # PC inferring for longer moves its hidden states further from the feed-forward pass
-        # (the regime of prospective configuration); backprop is the same as in split2
-        "continual-split2-inference50": ("continual", ["tasks=split2",
-                                                       "networks.inference_steps=50"]),
-        "small-batch": ("small-batch", [])}
+JOBS = {f"continual-{tasks}-{scenario}": ("continual", [f"tasks={tasks}", f"scenario={scenario}"])
+        for tasks in ("split2", "pairs5") for scenario in ("class_il", "task_il")}
+# PC inferring for longer moves its hidden states further from the feed-forward pass (the
+# regime of prospective configuration); backprop is the same as in split2-class_il
+JOBS["continual-split2-class_il-inference50"] = (
+    "continual", ["tasks=split2", "scenario=class_il", "networks.inference_steps=50"])
+JOBS["small-batch"] = ("small-batch", [])
 
 
 def run_one(job: tuple[str, int]) -> str:

@@ -12,34 +12,38 @@ from `lrs` by the same sweep — the whole training protocol from the same initi
 scored on the validation split — and only then is the test split evaluated.
 
 `continual`: tasks are disjoint sets of digits (`tasks`: split2 = 0–4 then 5–9; pairs5 = five
-pairs), trained one after the other for `epochs_per_task` epochs each through one shared 10-way
-output. After every epoch both networks are tested on every task, in two readings of the same
-networks: class-incremental (argmax over all ten digits) and task-incremental (argmax over the
-task's own digits, the task being known at test). The learning rate is chosen by the mean
-class-incremental validation accuracy at the end. Recorded: `continual/{pc,bp}/{class_il,
-task_il}/accuracy` (epoch, task), `continual/epoch_task` and the selection. Summary (class-
-incremental; `_task_il` for the other reading): `{pc,bp}_final_accuracy` (mean over tasks after
-the last epoch) and `{pc,bp}_forgetting` (mean over all tasks but the last of the drop from the
-best accuracy reached to the final one).
+pairs), trained one after the other for `epochs_per_task` epochs each through one 10-way output.
+`scenario` class_il: every output is trained and the test takes the argmax over all ten digits;
+task_il: only the current task's outputs learn (the others' targets are the network's own
+predictions: for backprop exactly a masked loss) and the test takes the argmax over the task's
+digits, the task being known. After every epoch both networks are tested on every task of the
+validation and the test split; each swept learning rate is trained once and the one with the
+best mean validation accuracy at the end is kept. Recorded: `continual/{pc,bp}/accuracy`
+(epoch, task) on the test split, `continual/epoch_task`, the splits and the selection.
+Summary: `{pc,bp}_final_accuracy` (mean over tasks after the last epoch), `{pc,bp}_forgetting`
+(mean over all tasks but the last of the drop from the best accuracy reached since the task's
+training began to the final one), `{pc,bp}_lr` and `{pc,bp}_lr_at_grid_edge` (1 when the
+chosen rate is the smallest or largest swept: the sweep may not have found the optimum).
 
 `small-batch`: `shots` examples per digit from the training split, trained at each batch size of
 `batch_sizes` for the same number of examples seen (`examples`); test error after it. The
-learning rate is chosen per batch size with the largest shot count. Recorded:
-`small_batch/{pc,bp}/test_error` (shots, batch size) and the selection; summary
+learning rate is chosen per batch size with the largest shot count. A pass over fewer examples
+than the batch size trains on all of them (5 per digit at batch 64 is batch 50). Recorded:
+`small_batch/{pc,bp}/test_error` (shots, batch size), `small_batch/lr/{pc,bp}` and the
+selection; summary
 `{pc,bp}_test_error` (mean over the grid) and the errors at the smallest batch and shot count.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cortex import InferenceConfig, PCModel, chain, infer
+from cortex import InferenceConfig, InferenceDivergedError, PCModel, chain, infer
 from cortex.activations import ACTIVATIONS
 from cortex.learning import learn_step
 from cortex.params import param, validate
@@ -105,71 +109,106 @@ class Data:
 
 
 class Net:
-    """One network (PC or its backprop twin) with its optimiser: `step(x, y)`, `scores(x)`."""
+    """One network (PC or its backprop twin) with its optimiser: `step(x, y)`, `scores(x)`.
+
+    A network whose PC inference or backprop loss diverges stops learning and scores nothing
+    (`scores` returns None), so a diverged network counts as wrong on every example.
+    """
 
     def __init__(self, kind: str, cfg: Networks, lr: float, seed: int):
         dims = {"image": 64, **{f"h{i + 1}": h for i, h in enumerate(cfg.hidden)}, "label": 10}
         # the same seed gives both networks the same initial weights
         self.pc = PCModel(chain(dims, top_kind="input", activation=cfg.activation),
                           generator=torch.Generator().manual_seed(seed))
-        self.kind = kind
+        self.kind, self.diverged = kind, False
         self.bp = backprop_twin(self.pc, list(dims)) if kind == "bp" else None
         params = (self.pc if kind == "pc" else self.bp).parameters()
         self.optimizer = torch.optim.Adam(params, lr=lr)
         self.train_cfg = InferenceConfig(steps=cfg.inference_steps, lr=cfg.inference_lr)
 
-    def step(self, x: Tensor, y: Tensor) -> None:
+    def step(self, x: Tensor, y: Tensor, digits_=None) -> None:
+        """One learning step on (x, y). With `digits_` (task-incremental training) only those
+        outputs learn: the others' targets are the network's own predictions, so their error
+        starts at zero (for backprop this masks the loss exactly)."""
+        if self.diverged:
+            return
         target = nn.functional.one_hot(y, 10).float()
+        if digits_ is not None:
+            others = torch.ones(10, dtype=torch.bool)
+            others[list(digits_)] = False
+            target[:, others] = self._forward(x)[:, others]
         if self.kind == "pc":
-            learn_step(self.pc, self.optimizer, {"image": x, "label": target}, self.train_cfg)
+            try:
+                learn_step(self.pc, self.optimizer, {"image": x, "label": target}, self.train_cfg)
+            except InferenceDivergedError:
+                self.diverged = True
             return
         loss = 0.5 * ((self.bp(x) - target) ** 2).sum(1).mean()
+        if not torch.isfinite(loss):
+            self.diverged = True
+            return
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
 
     @torch.no_grad()
-    def scores(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor) -> Tensor:
         if self.kind == "pc":
             return infer(self.pc, {"image": x}, InferenceConfig(steps=0))["label"]
         return self.bp(x)
 
+    def scores(self, x: Tensor) -> Tensor | None:
+        """Output scores (n, 10), or None when the network has diverged."""
+        if self.diverged:
+            return None
+        scores = self._forward(x)
+        if not torch.isfinite(scores).all():
+            self.diverged = True
+            return None
+        return scores
 
-def task_accuracy(scores: Tensor, y: Tensor, tasks) -> np.ndarray:
-    """Accuracy on each task's digits, (2, n_tasks): class-incremental (argmax over all ten)
-    and task-incremental (argmax over the task's digits)."""
-    out = np.zeros((2, len(tasks)))
-    scores = torch.nan_to_num(scores, nan=-math.inf)
+
+def task_accuracy(scores: Tensor | None, y: Tensor, tasks, task_il: bool) -> np.ndarray:
+    """Accuracy on each task's digits (n_tasks,): argmax over all ten outputs
+    (class-incremental) or over the task's own digits (task-incremental)."""
+    out = np.zeros(len(tasks))
+    if scores is None:
+        return out
     for t, digits_ in enumerate(tasks):
         mine = torch.isin(y, torch.tensor(digits_))
         s, labels = scores[mine], y[mine]
-        out[0, t] = (s.argmax(1) == labels).float().mean().item()
-        allowed = torch.tensor(digits_)
-        out[1, t] = (allowed[s[:, allowed].argmax(1)] == labels).float().mean().item()
+        if task_il:
+            allowed = torch.tensor(digits_)
+            out[t] = (allowed[s[:, allowed].argmax(1)] == labels).float().mean().item()
+        else:
+            out[t] = (s.argmax(1) == labels).float().mean().item()
     return out
 
 
 def train_tasks(net: Net, data: Data, tasks, epochs: int, batch: int, seed: int,
-                evaluate_on) -> np.ndarray:
-    """Train on the tasks in turn; after every epoch the accuracies on `evaluate_on` (an index
-    array), (epochs · n_tasks, 2, n_tasks)."""
+                task_il: bool) -> np.ndarray:
+    """Train on the tasks in turn; after every epoch the accuracy on every task of the
+    validation and the test split, (epochs · n_tasks, 2, n_tasks)."""
     gen = torch.Generator().manual_seed(seed)
-    x_eval, y_eval = data.part(evaluate_on)
+    splits = [data.part(data.val), data.part(data.test)]
     history = []
     for digits_ in tasks:
         index = data.train[np.isin(data.y[data.train].numpy(), digits_)]
         for _ in range(epochs):
             order = torch.from_numpy(index)[torch.randperm(len(index), generator=gen)]
             for start in range(0, len(order), batch):
-                net.step(*data.part(order[start:start + batch]))
-            history.append(task_accuracy(net.scores(x_eval), y_eval, tasks))
-    return np.stack(history)
+                net.step(*data.part(order[start:start + batch]),
+                         digits_ if task_il else None)
+            history.append([task_accuracy(net.scores(x), y, tasks, task_il) for x, y in splits])
+    return np.asarray(history)
 
 
-def forgetting(accuracy: np.ndarray) -> float:
-    """Mean over all tasks but the last of (best accuracy reached − final accuracy);
-    accuracy: (epochs, n_tasks)."""
-    return float(np.mean(accuracy[:, :-1].max(0) - accuracy[-1, :-1]))
+def forgetting(accuracy: np.ndarray, epochs_per_task: int) -> float:
+    """Mean over all tasks but the last of (best accuracy since its training began − final
+    accuracy); accuracy: (epochs, n_tasks)."""
+    drops = [accuracy[t * epochs_per_task:, t].max() - accuracy[-1, t]
+             for t in range(accuracy.shape[1] - 1)]
+    return float(np.mean(drops))
 
 
 def record_split(rec, root: str, data: Data) -> None:
@@ -181,6 +220,10 @@ def record_split(rec, root: str, data: Data) -> None:
 class ContinualConfig:
     tasks: str = param("split2", "split2: digits 0–4 then 5–9; pairs5: five pairs in turn",
                        choices=tuple(TASKS))
+    scenario: str = param("class_il", "class_il: one shared 10-way output, every output "
+                          "trained, tested by argmax over all digits; task_il: only the task's "
+                          "outputs trained and compared (the task known at test)",
+                          choices=("class_il", "task_il"))
     epochs_per_task: int = param(10, "epochs on each task before the next", ge=1)
     batch_size: int = param(32, "samples per learning step", ge=1)
     networks: Networks = dataclasses.field(default_factory=Networks, metadata={
@@ -190,31 +233,29 @@ class ContinualConfig:
         validate(self)
 
 
-def run_continual(cfg, ctx) -> dict:
+def run_continual(cfg: ContinualConfig, ctx) -> dict:
     rec, seed, tasks = ctx.recorder, int(ctx.seed), TASKS[cfg.tasks]
     data = Data(cfg.networks, seed)
     record_split(rec, "continual", data)
-    chosen, summary = {}, {}
-    with ctx.progress(total=2 * (len(cfg.networks.lrs) + 1), desc="continual",
-                      unit="training") as bar:
+    task_il, lrs, summary = cfg.scenario == "task_il", cfg.networks.lrs, {}
+    with ctx.progress(total=2 * len(lrs), desc="continual", unit="training") as bar:
         for kind in NETS:
-            scores = []
-            for lr in cfg.networks.lrs:  # the sweep: validation split only
-                history = train_tasks(Net(kind, cfg.networks, lr, seed), data, tasks,
-                                      cfg.epochs_per_task, cfg.batch_size, seed, data.val)
-                scores.append(history[-1, 0].mean())
+            # every swept rate is trained once; it is chosen on the validation split and only
+            # the chosen one's test accuracies are kept
+            histories = []
+            for lr in lrs:
+                histories.append(train_tasks(Net(kind, cfg.networks, lr, seed), data, tasks,
+                                             cfg.epochs_per_task, cfg.batch_size, seed, task_il))
                 bar.update(1)
-            rec.write(f"continual/lr_selection/{kind}", np.asarray(scores))
-            chosen[kind] = cfg.networks.lrs[int(np.argmax(scores))]
-            history = train_tasks(Net(kind, cfg.networks, chosen[kind], seed), data, tasks,
-                                  cfg.epochs_per_task, cfg.batch_size, seed, data.test)
-            bar.update(1)
-            for s, scenario in enumerate(("class_il", "task_il")):
-                rec.write(f"continual/{kind}/{scenario}/accuracy", history[:, s].astype(np.float32))
-                suffix = "" if scenario == "class_il" else "_task_il"
-                summary[f"{kind}_final_accuracy{suffix}"] = float(history[-1, s].mean())
-                summary[f"{kind}_forgetting{suffix}"] = forgetting(history[:, s])
-            summary[f"{kind}_lr"] = chosen[kind]
+            selection = np.array([h[-1, 0].mean() for h in histories])
+            best = int(np.argmax(selection))
+            test = histories[best][:, 1]
+            rec.write(f"continual/lr_selection/{kind}", selection)
+            rec.write(f"continual/{kind}/accuracy", test.astype(np.float32))
+            summary[f"{kind}_final_accuracy"] = float(test[-1].mean())
+            summary[f"{kind}_forgetting"] = forgetting(test, cfg.epochs_per_task)
+            summary[f"{kind}_lr"] = lrs[best]
+            summary[f"{kind}_lr_at_grid_edge"] = int(len(lrs) > 1 and best in (0, len(lrs) - 1))
     rec.write("continual/epoch_task", np.repeat(np.arange(len(tasks)), cfg.epochs_per_task))
     return summary
 
@@ -230,13 +271,17 @@ class SmallBatchConfig:
 
     def __post_init__(self) -> None:
         validate(self)
-        if not self.batch_sizes or not self.shots:
-            raise ValueError("config keys 'batch_sizes' and 'shots' need at least one value")
+        for key in ("batch_sizes", "shots"):
+            values = getattr(self, key)
+            if not values or list(values) != sorted(set(values)):
+                raise ValueError(f"config key {key!r}: give distinct values in increasing "
+                                 f"order, got {values}")
 
 
 def few_shot(data: Data, shots: int, seed: int) -> np.ndarray:
-    """`shots` training indices per digit (all of a digit's when it has fewer)."""
-    rng = np.random.default_rng([seed, shots])
+    """`shots` training indices per digit (all of a digit's when it has fewer); the sets of
+    one seed are nested (the 5 are among the 10), which lowers the comparison's variance."""
+    rng = np.random.default_rng(seed)
     y = data.y[data.train].numpy()
     return np.sort(np.concatenate([rng.permutation(data.train[y == d])[:shots]
                                    for d in range(10)]))
@@ -258,9 +303,10 @@ def train_examples(net: Net, data: Data, index: np.ndarray, batch: int, examples
 
 
 def error(net: Net, data: Data, index: np.ndarray) -> float:
+    """Test error on `index` (1 for a diverged network)."""
     x, y = data.part(index)
-    scores = torch.nan_to_num(net.scores(x), nan=-math.inf)
-    return 1.0 - (scores.argmax(1) == y).float().mean().item()
+    scores = net.scores(x)
+    return 1.0 if scores is None else 1.0 - (scores.argmax(1) == y).float().mean().item()
 
 
 def run_small_batch(cfg: SmallBatchConfig, ctx) -> dict:
@@ -273,6 +319,7 @@ def run_small_batch(cfg: SmallBatchConfig, ctx) -> dict:
     with ctx.progress(total=2 * grid, desc="small-batch", unit="training") as bar:
         for kind in NETS:
             selection = np.zeros((len(cfg.batch_sizes), len(nets.lrs)))
+            chosen = np.zeros(len(cfg.batch_sizes))
             test = np.zeros((len(cfg.shots), len(cfg.batch_sizes)))
             for b, batch in enumerate(cfg.batch_sizes):
                 for j, lr in enumerate(nets.lrs):  # the sweep: most shots, validation split
@@ -280,13 +327,15 @@ def run_small_batch(cfg: SmallBatchConfig, ctx) -> dict:
                     train_examples(net, data, shots[-1], batch, cfg.examples, seed)
                     selection[b, j] = error(net, data, data.val)
                     bar.update(1)
-                lr = nets.lrs[int(np.argmin(selection[b]))]
+                chosen[b] = nets.lrs[int(np.argmin(selection[b]))]
+                lr = chosen[b]
                 for k, index in enumerate(shots):
                     net = Net(kind, nets, lr, seed)
                     train_examples(net, data, index, batch, cfg.examples, seed)
                     test[k, b] = error(net, data, data.test)
                     bar.update(1)
             rec.write(f"small_batch/lr_selection/{kind}", selection.astype(np.float32))
+            rec.write(f"small_batch/lr/{kind}", chosen)
             rec.write(f"small_batch/{kind}/test_error", test.astype(np.float32))
             summary[f"{kind}_test_error"] = float(test.mean())
             summary[f"{kind}_test_error_smallest"] = float(test[0, 0])

@@ -3,6 +3,7 @@ sweep never looks at the test split."""
 
 import numpy as np
 import pytest
+import torch
 
 import sims.continual as continual
 from analysis.recording import Recording
@@ -14,23 +15,43 @@ TINY_BATCH = ["batch_sizes=4,32", "shots=3,8", "examples=64", "networks.hidden=1
               "networks.inference_steps=2", "networks.lrs=1e-3,3e-3"]
 
 
-@pytest.mark.parametrize("tasks", ["split2", "pairs5"])
-def test_continual_smoke_run_records_every_dataset(tmp_path, tasks):
+@pytest.mark.parametrize("tasks, scenario", [("split2", "class_il"), ("pairs5", "task_il")])
+def test_continual_smoke_run_records_every_dataset(tmp_path, tasks, scenario):
     out = tmp_path / "c.h5"
-    figures = run_simulation("continual", out=out, quiet=True, overrides=[f"tasks={tasks}", *TINY])
+    figures = run_simulation("continual", out=out, quiet=True,
+                             overrides=[f"tasks={tasks}", f"scenario={scenario}", *TINY])
     n_tasks = len(continual.TASKS[tasks])
     with Recording(out) as rec:
         for net in ("pc", "bp"):
-            for scenario in ("class_il", "task_il"):
-                acc = rec[f"continual/{net}/{scenario}/accuracy"]
-                assert acc.shape == (n_tasks, n_tasks) and np.all((0 <= acc) & (acc <= 1))
+            acc = rec[f"continual/{net}/accuracy"]
+            assert acc.shape == (n_tasks, n_tasks) and np.all((0 <= acc) & (acc <= 1))
             assert rec[f"continual/lr_selection/{net}"].shape == (2,)
         assert list(rec["continual/epoch_task"]) == list(range(n_tasks))
         parts = [set(rec[f"continual/split/{p}"]) for p in ("train", "val", "test")]
     assert sum(map(len, parts)) == 1797 and len(set.union(*parts)) == 1797
     for key in ("pc_final_accuracy", "bp_final_accuracy", "pc_forgetting", "bp_forgetting",
-                "pc_final_accuracy_task_il", "bp_forgetting_task_il"):
+                "pc_lr", "bp_lr_at_grid_edge"):
         assert key in figures
+
+
+def test_forgetting_counts_only_what_was_reached_after_training_began():
+    # three tasks, one epoch each; task 2 scores 0.8 by chance before its training begins
+    accuracy = np.array([[0.9, 0.8, 0.1],
+                         [0.7, 0.6, 0.2],
+                         [0.4, 0.5, 0.9]])
+    # task 1: 0.9 − 0.4; task 2: 0.6 (its best from epoch 1 on) − 0.5, not 0.8 − 0.5
+    assert continual.forgetting(accuracy, 1) == pytest.approx((0.5 + 0.1) / 2)
+
+
+def test_task_incremental_training_leaves_other_outputs_alone():
+    """For backprop the task-incremental step is the loss masked to the task's outputs: the
+    output weights of the other digits do not move."""
+    net = continual.Net("bp", continual.Networks(hidden=(8,)), 1e-2, seed=0)
+    last = net.bp[-1].weight.detach().clone()
+    x, y = torch.randn(16, 64), torch.randint(0, 2, (16,))
+    net.step(x, y, (0, 1))
+    moved = (net.bp[-1].weight.detach() - last).abs().sum(1)
+    assert moved[:2].min() > 0 and moved[2:].max() == 0
 
 
 def test_small_batch_smoke_run_records_every_dataset(tmp_path):
@@ -58,7 +79,9 @@ def test_few_shot_takes_the_asked_examples_from_the_training_split():
 ])
 def test_learning_rate_selection_never_looks_at_the_test_split(tmp_path, monkeypatch, sim,
                                                                 overrides, selection):
-    """Replacing every test image by noise changes the test scores, not the selection."""
+    """Replacing every test image by noise changes the test scores, not the sweep's scores nor
+    the rates chosen. (The labels stay: the split is stratified by them, so changing a test
+    label would change which samples are in the test split.)"""
     x, y = continual.digits()
     cfg = continual.Networks()
     _, _, test = continual.split_indices(y, 0, cfg.test_fraction, cfg.val_fraction)
@@ -66,14 +89,20 @@ def test_learning_rate_selection_never_looks_at_the_test_split(tmp_path, monkeyp
     noisy[test] = np.random.default_rng(0).uniform(0, 16, noisy[test].shape)
     runs = []
     for name, images in (("clean", x), ("noisy", noisy)):
-        monkeypatch.setattr(continual, "digits", lambda images=images: (images, y))
+        monkeypatch.setattr(continual, "digits", lambda i=images: (i, y))
         out = tmp_path / f"{name}.h5"
         run_simulation(sim, out=out, quiet=True, seed=0, overrides=overrides)
         with Recording(out) as rec:
-            runs.append({k: rec[k] for k in rec.datasets()})
+            runs.append(({k: rec[k] for k in rec.datasets()}, dict(rec.summary)))
+    (clean, clean_summary), (noisy_run, noisy_summary) = runs
     for net in ("pc", "bp"):
-        np.testing.assert_array_equal(runs[0][selection.format(net=net)],
-                                      runs[1][selection.format(net=net)])
-    np.testing.assert_array_equal(runs[0][f"{sim.replace('-', '_')}/split/test"], test)
-    scored = [k for k in runs[0] if k.endswith("accuracy") or k.endswith("test_error")]
-    assert any(not np.array_equal(runs[0][k], runs[1][k]) for k in scored)
+        np.testing.assert_array_equal(clean[selection.format(net=net)],
+                                      noisy_run[selection.format(net=net)])
+        if sim == "continual":
+            assert clean_summary[f"{net}_lr"] == noisy_summary[f"{net}_lr"]
+        else:
+            np.testing.assert_array_equal(clean[f"small_batch/lr/{net}"],
+                                          noisy_run[f"small_batch/lr/{net}"])
+    np.testing.assert_array_equal(clean[f"{sim.replace('-', '_')}/split/test"], test)
+    scored = [k for k in clean if k.endswith("/accuracy") or k.endswith("test_error")]
+    assert scored and any(not np.array_equal(clean[k], noisy_run[k]) for k in scored)
