@@ -5,13 +5,15 @@
 - `continual_forgetting` — final accuracy and forgetting of one run, PC beside backprop;
 - `small_batch_error` — test error against batch size, a line per shot count, PC and backprop.
 
-Across seeds (`benchmarks/bench_continual.py`): `continual_table` / `small_batch_table` (mean
-and 95 % confidence interval, Student's t over seeds) and `seed_figures`, the forgetting bar
-chart with confidence intervals and the small-batch errors with theirs.
+Across seeds (`brainloop report DIR`, `benchmarks/bench_continual.py`): recordings grouped by
+config (`conditions`), `continual_table` / `small_batch_table` (mean and 95 % confidence
+interval, Student's t over seeds, and the paired PC − backprop difference) and `seed_figures`,
+the forgetting bar chart with confidence intervals and the small-batch errors with theirs.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -147,35 +149,75 @@ def small_batch_table(paths) -> str:
     return "\n".join(lines)
 
 
+def _leaves(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value)
+    return out
+
+
+def conditions(directory, sim: str) -> dict[str, list[Path]]:
+    """The recordings of `sim` in `directory`, grouped by config (seeds pooled), each group
+    labelled by the config values that tell it from the others."""
+    groups: dict[str, list[Path]] = {}
+    configs: dict[str, dict] = {}
+    for path in sorted(Path(directory).glob("*.h5")):
+        try:
+            with Recording(path) as rec:
+                if rec.sim != sim or not rec.summary:
+                    continue
+                key = json.dumps(rec.config, sort_keys=True)
+                configs[key] = _leaves(rec.config)
+        except ValueError:
+            continue
+        groups.setdefault(key, []).append(path)
+    varying = sorted({k for c in configs.values() for k in c
+                      if len({d.get(k) for d in configs.values()}) > 1})
+    return {"\n".join(f"{k.split('.')[-1]}={json.loads(configs[g][k])}" for k in varying) or sim:
+            paths for g, paths in groups.items()}
+
+
+def report_directory(directory) -> tuple[str, list[Path]]:
+    """Tables (mean ± 95 % CI over seeds) and `seed_figures` for the continual and
+    small-batch recordings in `directory`."""
+    text = []
+    for sim, table in (("continual", continual_table), ("small-batch", small_batch_table)):
+        for label, paths in conditions(directory, sim).items():
+            text.append(f"## {sim}: {label.replace(chr(10), ', ')} ({len(paths)} seeds)\n\n"
+                        f"{table(paths)}\n")
+    return "\n".join(text), seed_figures(directory)
+
+
 def seed_figures(directory) -> list[Path]:
     """The forgetting bar chart (final accuracy and forgetting, mean ± 95 % CI over seeds, per
-    condition `continual-<condition>_seed<N>.h5`) and the small-batch errors with their CIs, as
-    PNGs in `directory`."""
+    condition of `conditions`) and the small-batch errors with their CIs, as PNGs in
+    `directory`."""
     import matplotlib
 
     directory, written = Path(directory), []
-    conditions = sorted({p.name.split("_seed")[0] for p in directory.glob("continual-*_seed*.h5")})
-    if conditions:
+    groups = conditions(directory, "continual")
+    if groups:
         with matplotlib.rc_context(STYLE):
             fig, axes = new_figure(1, 2, width=11.0, height=3.8,
                                    title="PC vs backprop after learning tasks in turn "
                                          "(mean ± 95 % CI over seeds)")
-            x = np.arange(len(conditions))
+            x = np.arange(len(groups))
             for k, net in enumerate(NETS):
                 for ax, key in zip(axes, ("final_accuracy", "forgetting")):
-                    cis = [mean_ci([r["summary"][f"{net}_{key}"] for r in
-                                    _summaries(sorted(directory.glob(f"{c}_seed*.h5")))])
-                           for c in conditions]
+                    cis = [mean_ci([r["summary"][f"{net}_{key}"] for r in _summaries(paths)])
+                           for paths in groups.values()]
                     ax.bar(x + 0.4 * k - 0.2, [m for m, _ in cis], 0.4,
                            yerr=[h for _, h in cis], capsize=3, color=NETS[net][1],
                            label=NETS[net][0])
             for ax, label in zip(axes, ("final accuracy (mean over tasks)", "forgetting")):
-                ax.set_xticks(x, [c.removeprefix("continual-").replace("-", "\n")
-                                  for c in conditions], fontsize=7)
+                ax.set_xticks(x, list(groups), fontsize=7)
                 ax.set_ylabel(label)
             axes[0].legend()
             written.append(save_figure(fig, directory / "forgetting.png"))
-    paths = sorted(directory.glob("small-batch_seed*.h5"))
+    paths = [p for group in conditions(directory, "small-batch").values() for p in group]
     if paths:
         runs = _summaries(paths)
         batches, shots = runs[0]["small_batch/batch_sizes"], runs[0]["small_batch/shots"]

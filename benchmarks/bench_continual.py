@@ -2,6 +2,7 @@
 
     python benchmarks/bench_continual.py --seeds 0 1 2 3 4 --workers 2
     python benchmarks/bench_continual.py --report-only      # tables and figures from the runs
+    python benchmarks/bench_continual.py --alignment        # PC update vs backprop gradient
 
 Runs `brainloop run continual` (tasks split2 and pairs5, each class- and task-incremental, and
 split2 class-incremental with 50 PC inference iterations instead of 8) and `brainloop run
@@ -9,7 +10,7 @@ small-batch` with their default configs, one process per run with one torch thre
 runs/bench_continual/. Prints, per condition, the mean and 95 % confidence interval (Student's t
 over seeds) of final accuracy and forgetting, with the paired PC − backprop difference, and of
 the small-batch test errors, and draws runs/bench_continual/forgetting.png and small_batch.png
-(analysis.figures_continual).
+(`brainloop report runs/bench_continual` does the same from the recordings).
 """
 
 from __future__ import annotations
@@ -48,13 +49,55 @@ def run_one(job: tuple[str, int]) -> str:
     return str(out)
 
 
+def alignment(steps_list=(8, 50, 200)) -> None:
+    """Why PC and backprop behave alike here: the cosine between PC's local weight update and
+    the backprop gradient of the same weights on one batch, after 20 training batches (seed 0),
+    per weight matrix, for several inference budgets."""
+    import torch
+
+    from cortex import InferenceConfig, infer
+    from sims import continual
+    from sims.pc_digits import backprop_twin
+
+    torch.set_num_threads(1)
+    data = continual.Data(continual.Networks(), 0)
+    x, y = data.part(data.train[:32])
+    target = torch.nn.functional.one_hot(y, 10).float()
+    print("| inference steps | cosine per weight matrix (image→h1, h1→h2, h2→label) |\n|---|---|")
+    for steps in steps_list:
+        net = continual.Net("pc", continual.Networks(inference_steps=steps), 1e-3, 0)
+        for i in range(20):
+            net.step(*data.part(data.train[32 * i:32 * (i + 1)]))
+        model = net.pc
+        beliefs = infer(model, {"image": x, "label": target}, InferenceConfig(steps=steps, lr=0.1))
+        for p in model.parameters():
+            p.grad = None
+        model.accumulate_grads(beliefs.z, beliefs.drive)
+        bp = backprop_twin(model, ["image", "h1", "h2", "label"])
+        (0.5 * ((bp(x) - target) ** 2).sum(1).mean()).backward()
+        cosines = []
+        for parent, child, layer in zip(["image", "h1", "h2"], ["h1", "h2", "label"],
+                                        [m for m in bp if isinstance(m, torch.nn.Linear)]):
+            group, stacked = next((eg, w) for eg, w in zip(model.edge_groups, model.weights)
+                                  if eg.source == "state" and (parent, child) in eg.edges)
+            pc_grad = stacked.grad[group.edges.index((parent, child))]
+            cosines.append(float(torch.nn.functional.cosine_similarity(
+                pc_grad.flatten(), layer.weight.grad.flatten(), dim=0)))
+        print(f"| {steps} | {', '.join(f'{c:.4f}' for c in cosines)} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="use the recordings there")
+    parser.add_argument("--alignment", action="store_true",
+                        help="only measure how PC's weight update aligns with the BP gradient")
     args = parser.parse_args(argv)
+    if args.alignment:
+        alignment()
+        return
     if not args.report_only:
         jobs = [(name, seed) for name in args.jobs for seed in args.seeds]
         if args.workers == 1:
@@ -62,15 +105,11 @@ def main(argv=None) -> None:
         else:
             with mp.get_context("spawn").Pool(args.workers) as pool:
                 pool.map(run_one, jobs)
-    from analysis.figures_continual import continual_table, small_batch_table, seed_figures
+    from analysis.figures_continual import report_directory
 
-    for name in args.jobs:
-        paths = sorted(RUNS.glob(f"{name}_seed*.h5"))
-        if not paths:
-            continue
-        table = small_batch_table if name == "small-batch" else continual_table
-        print(f"## {name} ({len(paths)} seeds)\n\n{table(paths)}\n")
-    for path in seed_figures(RUNS):
+    text, written = report_directory(RUNS)  # the same as `brainloop report runs/bench_continual`
+    print(text)
+    for path in written:
         print(f"wrote {path.relative_to(ROOT)}")
 
 

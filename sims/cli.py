@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from analysis.spiking import ReadoutConfig, SpikeMapping
@@ -70,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                           "run has recorded something)")
     run.set_defaults(command=_run)
 
-    report = commands.add_parser("report", help="summarise a recording and draw its figures")
-    report.add_argument("recording", metavar="RUN.h5")
+    report = commands.add_parser("report", help="summarise a recording and draw its figures "
+                                                 "(a directory: continual / small-batch runs "
+                                                 "pooled over seeds)")
+    report.add_argument("recording", metavar="RUN.h5|DIR")
     report.add_argument("--out-dir", metavar="DIR",
                         help="where to write the PNG figures (default: beside the recording)")
     report.add_argument("--no-figures", action="store_true", help="print the summary only")
@@ -164,6 +167,14 @@ def _report(args) -> int:
     # Imported here: matplotlib is slow to import and only reports need it.
     from analysis.report import summarize, write_figures
 
+    if Path(args.recording).is_dir():  # recordings of several seeds: pooled tables and figures
+        from analysis.figures_continual import report_directory
+
+        text, written = report_directory(args.recording)
+        print(text or f"no continual or small-batch recordings in {args.recording}")
+        for path in written:
+            print(f"wrote {path}")
+        return 0
     print(summarize(args.recording))
     if not args.no_figures:
         for path in write_figures(args.recording, args.out_dir):

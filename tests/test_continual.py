@@ -106,3 +106,15 @@ def test_learning_rate_selection_never_looks_at_the_test_split(tmp_path, monkeyp
     np.testing.assert_array_equal(clean[f"{sim.replace('-', '_')}/split/test"], test)
     scored = [k for k in clean if k.endswith("/accuracy") or k.endswith("test_error")]
     assert scored and any(not np.array_equal(clean[k], noisy_run[k]) for k in scored)
+
+
+def test_report_of_a_directory_pools_seeds_with_confidence_intervals(tmp_path, capsys):
+    from sims.cli import main
+
+    for seed in (0, 1):
+        run_simulation("continual", out=tmp_path / f"c{seed}.h5", quiet=True, seed=seed,
+                       overrides=TINY)
+    assert main(["report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(2 seeds)" in out and "PC − backprop (paired)" in out
+    assert (tmp_path / "forgetting.png").is_file()
