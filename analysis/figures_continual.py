@@ -17,22 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from scipy import stats
 
 from analysis.plotting import STYLE, figure, new_figure, save_figure
 from analysis.recording import Recording
+from analysis.report import mean_ci
 
 NETS = {"pc": ("PC", "C0"), "bp": ("backprop", "C3")}
 SCENARIOS = {"class_il": "class-incremental", "task_il": "task-incremental"}
-
-
-def mean_ci(values) -> tuple[float, float]:
-    """Mean and half-width of the 95 % confidence interval (Student's t) over seeds."""
-    values = np.asarray(values, float)
-    if len(values) < 2:
-        return float(values.mean()), float("nan")
-    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return float(values.mean()), float(half)
 
 
 def _scenario(rec: Recording) -> str:
@@ -180,7 +171,7 @@ def conditions(directory, sim: str) -> dict[str, list[Path]]:
             paths for g, paths in groups.items()}
 
 
-def report_directory(directory) -> tuple[str, list[Path]]:
+def report_pooled(directory) -> tuple[str, list[Path]]:
     """Tables (mean ± 95 % CI over seeds) and `seed_figures` for the continual and
     small-batch recordings in `directory`."""
     text = []

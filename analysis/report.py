@@ -10,6 +10,8 @@ import importlib
 import json
 from pathlib import Path
 
+import numpy as np
+
 from analysis.recording import Recording
 
 FIGURE_MODULES = ["analysis.figures_pc", "analysis.figures_temporal", "analysis.figures_rl",
@@ -88,3 +90,60 @@ def _flat_config(config: dict, prefix: str = ""):
         else:
             yield f"{prefix}{key}", value
 
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % confidence interval (Student's t) over seeds."""
+    from scipy import stats
+
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return float(values.mean()), float("nan")
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean()), float(half)
+
+
+def sweep_table(index_path) -> str:
+    """The runs of a sweep's index.csv pooled over seeds: per combination of grid values, the
+    runs done and failed and each summary figure's mean ± 95 % CI."""
+    import csv
+
+    with open(index_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return f"{index_path}: no runs"
+    columns = list(rows[0])
+    keys = columns[1:columns.index("seed")]
+    figures = [c for c in columns[columns.index("recording") + 1:] if c != "wall_time_s"]
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    lines = ["| " + " | ".join([*keys, "runs (done/failed)", *figures]) + " |",
+             "|---" * (len(keys) + 1 + len(figures)) + "|"]
+    for combo, group in groups.items():
+        ok = [r for r in group if r["status"] in ("done", "skipped")]
+        cells = []
+        for name in figures:
+            values = [float(r[name]) for r in ok if r[name] != ""]
+            if values:
+                m, h = mean_ci(values)
+                cells.append(f"{m:.4g}" + ("" if np.isnan(h) else f" ± {h:.2g}"))
+            else:
+                cells.append("")
+        lines.append("| " + " | ".join([*combo, f"{len(ok)}/{len(group) - len(ok)}", *cells])
+                     + " |")
+    return "\n".join(lines)
+
+
+def report_directory(directory) -> tuple[str, list[Path]]:
+    """A directory of runs: the sweep's index pooled over seeds (when there is one), and the
+    pooled tables and figures of continual / small-batch runs."""
+    from analysis.figures_continual import report_pooled
+
+    directory = Path(directory)
+    text = []
+    if (directory / "index.csv").is_file():
+        text.append(f"## sweep ({directory / 'index.csv'}), mean ± 95 % CI over seeds\n\n"
+                    f"{sweep_table(directory / 'index.csv')}\n")
+    pooled, written = report_pooled(directory)
+    return "\n".join(text + ([pooled] if pooled else [])), written

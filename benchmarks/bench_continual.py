@@ -4,19 +4,19 @@
     python benchmarks/bench_continual.py --report-only      # tables and figures from the runs
     python benchmarks/bench_continual.py --alignment        # PC update vs backprop gradient
 
-Runs `brainloop run continual` (tasks split2 and pairs5, each class- and task-incremental, and
-split2 class-incremental with 50 PC inference iterations instead of 8) and `brainloop run
-small-batch` with their default configs, one process per run with one torch thread; recordings go to
-runs/bench_continual/. Prints, per condition, the mean and 95 % confidence interval (Student's t
-over seeds) of final accuracy and forgetting, with the paired PC − backprop difference, and of
-the small-batch test errors, and draws runs/bench_continual/forgetting.png and small_batch.png
-(`brainloop report runs/bench_continual` does the same from the recordings).
+Two sweeps (`sims.sweep`, the engine of `brainloop sweep`), one recording per run under
+runs/bench_continual/<sim>/ with its index.csv: `continual` over tasks (split2, pairs5) ×
+scenario (class_il, task_il) × PC inference steps (8, 50), and `small-batch` with its default
+grid; one worker process per run with one torch thread. Prints, per condition, the mean and
+95 % confidence interval (Student's t over seeds) of final accuracy and forgetting with the
+paired PC − backprop difference, and of the small-batch test errors, and draws
+forgetting.png and small_batch.png there — what `brainloop report runs/bench_continual/<sim>`
+prints and draws.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import sys
 from pathlib import Path
 
@@ -26,27 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RUNS = ROOT / "runs" / "bench_continual"
-JOBS = {f"continual-{tasks}-{scenario}": ("continual", [f"tasks={tasks}", f"scenario={scenario}"])
-        for tasks in ("split2", "pairs5") for scenario in ("class_il", "task_il")}
-# PC inferring for longer moves its hidden states further from the feed-forward pass (the
-# regime of prospective configuration); backprop is the same as in split2-class_il
-JOBS["continual-split2-class_il-inference50"] = (
-    "continual", ["tasks=split2", "scenario=class_il", "networks.inference_steps=50"])
-JOBS["small-batch"] = ("small-batch", [])
-
-
-def run_one(job: tuple[str, int]) -> str:
-    import torch
-
-    torch.set_num_threads(1)
-    from sims.runner import run_simulation
-
-    name, seed = job
-    sim, overrides = JOBS[name]
-    out = RUNS / f"{name}_seed{seed}.h5"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    run_simulation(sim, out=out, overrides=overrides, seed=seed, quiet=True, overwrite=True)
-    return str(out)
+# the sweeps (sims.sweep): PC inferring for 50 steps instead of 8 moves its hidden states further
+# from the feed-forward pass, toward the regime of prospective configuration
+SWEEPS = {"continual": {"tasks": ["split2", "pairs5"], "scenario": ["class_il", "task_il"],
+                        "networks.inference_steps": ["8", "50"]},
+          "small-batch": {}}
 
 
 def alignment(steps_list=(8, 50, 200)) -> None:
@@ -89,7 +73,7 @@ def alignment(steps_list=(8, 50, 200)) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--jobs", nargs="+", choices=JOBS, default=list(JOBS))
+    parser.add_argument("--sims", nargs="+", choices=SWEEPS, default=list(SWEEPS))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--report-only", action="store_true", help="use the recordings there")
     parser.add_argument("--alignment", action="store_true",
@@ -98,19 +82,19 @@ def main(argv=None) -> None:
     if args.alignment:
         alignment()
         return
-    if not args.report_only:
-        jobs = [(name, seed) for name in args.jobs for seed in args.seeds]
-        if args.workers == 1:
-            [run_one(job) for job in jobs]
-        else:
-            with mp.get_context("spawn").Pool(args.workers) as pool:
-                pool.map(run_one, jobs)
-    from analysis.figures_continual import report_directory
+    from analysis.report import report_directory
+    from sims.sweep import sweep
 
-    text, written = report_directory(RUNS)  # the same as `brainloop report runs/bench_continual`
-    print(text)
-    for path in written:
-        print(f"wrote {path.relative_to(ROOT)}")
+    for sim in args.sims:
+        out = RUNS / sim
+        if not args.report_only:
+            sweep(sim, SWEEPS[sim], args.seeds, out, workers=args.workers,
+                  progress=lambda r: print(f"{r.status}: {r.run.out.name} {r.error}",
+                                           file=sys.stderr))
+        text, written = report_directory(out)  # the same as `brainloop report runs/...`
+        print(text)
+        for path in written:
+            print(f"wrote {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The `brainloop` command line (also `python -m sims`): list, show, run and report simulations,
-and turn recorded signals into spikes (`spikes`, with brian2).
+"""The `brainloop` command line (also `python -m sims`): list, show, run, sweep and report
+simulations, and turn recorded signals into spikes (`spikes`, with brian2).
 
 Mistakes in what the user typed (an unknown simulation or key, a bad value, a missing file, an
 existing, locked or unwritable output) print `brainloop: error: <message>` and exit with status 2,
@@ -80,6 +80,24 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--no-figures", action="store_true", help="print the summary only")
     report.set_defaults(command=_report)
 
+    sweep = commands.add_parser(
+        "sweep", help="run a simulation over a grid of config values × seeds (local worker "
+                      "processes, or a Ray cluster); one recording per run and DIR/index.csv")
+    sweep.add_argument("sim", metavar="SIM", help="simulation name (see `brainloop list`)")
+    sweep.add_argument("--grid", metavar="KEY=V1,V2", action="append", default=[],
+                       help="a config key and its values (repeatable; every combination runs)")
+    sweep.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="extend",
+                       nargs="+", default=[], help="config values fixed for every run")
+    sweep.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds 0..N-1 "
+                       "(default: 1)")
+    sweep.add_argument("--out", required=True, metavar="DIR", help="directory of the recordings "
+                       "and index.csv; finished runs there are skipped")
+    sweep.add_argument("--workers", type=int, default=1, help="local worker processes")
+    sweep.add_argument("--ray-address", metavar="ADDR",
+                       help="run on a Ray cluster (\"local\": start one here; needs the sweep "
+                            "extra)")
+    sweep.set_defaults(command=_sweep)
+
     spikes = commands.add_parser(
         "spikes", help="drive spiking populations (brian2) with recorded signals; spikes go into "
                        "the same file under spikes/<population>/")
@@ -97,6 +115,22 @@ def _parser() -> argparse.ArgumentParser:
     spikes.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     spikes.set_defaults(command=_spikes)
     return parser
+
+
+def _sweep(args) -> int:
+    from sims.sweep import parse_grid, sweep
+
+    if args.seeds < 1 or args.workers < 1:
+        raise ValueError("--seeds and --workers must be at least 1")
+    results = sweep(args.sim, parse_grid(args.grid), range(args.seeds), args.out,
+                    fixed=args.overrides, workers=args.workers, ray_address=args.ray_address,
+                    progress=lambda r: print(f"{r.status}: {r.run.out.name}"
+                                             + (f" ({r.error})" if r.error else ""),
+                                             file=sys.stderr))
+    failed = [r for r in results if r.status == "failed"]
+    print(f"{len(results) - len(failed)} of {len(results)} runs recorded in {args.out} "
+          f"(index.csv){'; failed: ' + ', '.join(r.run.out.name for r in failed) if failed else ''}")
+    return 1 if failed else 0
 
 
 def _spikes(args) -> int:
@@ -167,11 +201,12 @@ def _report(args) -> int:
     # Imported here: matplotlib is slow to import and only reports need it.
     from analysis.report import summarize, write_figures
 
-    if Path(args.recording).is_dir():  # recordings of several seeds: pooled tables and figures
-        from analysis.figures_continual import report_directory
+    if Path(args.recording).is_dir():  # a sweep or several seeds: pooled tables and figures
+        from analysis.report import report_directory
 
         text, written = report_directory(args.recording)
-        print(text or f"no continual or small-batch recordings in {args.recording}")
+        print(text or f"no sweep index or continual / small-batch recordings in "
+                      f"{args.recording}")
         for path in written:
             print(f"wrote {path}")
         return 0

@@ -115,6 +115,11 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_keys(cls: type) -> list[str]:
+    """Every settable (dotted) key of the config dataclass `cls`, in declaration order."""
+    return [name for name, _, _ in _leaf_fields(cls)]
+
+
 def _leaf_fields(cls: type, prefix: str = "") -> list[tuple[str, Any, dataclasses.Field]]:
     """(dotted key, resolved type, field) of every non-section field, in declaration order."""
     hints = typing.get_type_hints(cls)
