@@ -177,8 +177,10 @@ def _on_ray(todo: list[Run], address: str, done: Callable[[Result], None]) -> No
     except ImportError:
         raise ValueError("--ray-address needs Ray: pip install -e '.[sweep]'") from None
     if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 log_to_driver=False)
+        if address == "local":  # a cluster in this process, as a test or a laptop uses it
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address)
     remote = ray.remote(num_cpus=1)(execute)
     pending = [remote.remote(run) for run in todo]
     while pending:
