@@ -130,8 +130,10 @@ def sweep_table(index_path) -> str:
                 cells.append(f"{m:.4g}" + ("" if np.isnan(h) else f" ± {h:.2g}"))
             else:
                 cells.append("")
-        lines.append("| " + " | ".join([*combo, f"{len(ok)}/{len(group) - len(ok)}", *cells])
-                     + " |")
+        failed = sum(r["status"] == "failed" for r in group)
+        pending = len(group) - len(ok) - failed
+        runs = f"{len(ok)}/{failed}" + (f" ({pending} pending)" if pending else "")
+        lines.append("| " + " | ".join([*combo, runs, *cells]) + " |")
     return "\n".join(lines)
 
 

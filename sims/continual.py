@@ -30,8 +30,8 @@ chosen rate is the smallest or largest swept: the sweep may not have found the o
 learning rate is chosen per batch size with the largest shot count. A pass over fewer examples
 than the batch size trains on all of them (5 per digit at batch 64 is batch 50). Recorded:
 `small_batch/{pc,bp}/test_error` (shots, batch size), `small_batch/lr/{pc,bp}` and the
-selection; summary
-`{pc,bp}_test_error` (mean over the grid) and the errors at the smallest batch and shot count.
+selection; summary `{pc,bp}_test_error` (mean over the grid) and `{pc,bp}_test_error_smallest`
+(the smallest batch and shot count).
 """
 
 from __future__ import annotations
