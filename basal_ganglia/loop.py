@@ -318,14 +318,15 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
                     last = dataclasses.replace(memory.latest(device=agent.device), obs=z,
                                                next_obs=z_next)
                     q = algo.q_value(last.obs, last.action)
-                    delta = algo.target(last) - q
                     value = algo.value(z)
-                    if alpha is not None:  # the motivation and dopamine per reward basis
+                    if alpha is None:
+                        delta = algo.target(last) - q
+                    else:  # the motivation and dopamine per reward basis; δ = Σ_i α_i δ^i
+                        bases = algo.target_bases(last) - algo.q_bases(last.obs, last.action)
+                        delta = bases @ algo.q.alpha
                         activity = {**activity, "basal_ganglia/alpha": alpha[None], **{
                             f"basal_ganglia/bases/{name}/dopamine": d[None]
-                            for name, d in zip(agent.motivation.bases.names,
-                                               (algo.target_bases(last)
-                                                - algo.q_bases(last.obs, last.action))[0])}}
+                            for name, d in zip(agent.motivation.bases.names, bases[0])}}
                 record_env_steps(recorder, obs[None, None], a_prev[None], [[stored]],
                                  [[terminated]], [[truncated]], q=q[None], value=value[None],
                                  delta=delta[None], activity=activity)

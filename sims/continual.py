@@ -47,7 +47,7 @@ from cortex import InferenceConfig, InferenceDivergedError, PCModel, chain, infe
 from cortex.activations import ACTIVATIONS
 from cortex.learning import learn_step
 from cortex.params import param, validate
-from sims.pc_digits import backprop_twin
+from sims.pc_digits import backprop_twin, standardiser
 from sims.registry import Simulation, register
 
 TASKS = {"split2": ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)),
@@ -100,8 +100,7 @@ class Data:
         x, y = digits()
         self.train, self.val, self.test = split_indices(y, seed, cfg.test_fraction,
                                                         cfg.val_fraction)
-        mean, scale = x[self.train].mean(0), x[self.train].std(0) + 0.1
-        self.x = torch.from_numpy((x - mean) / scale)
+        self.x = torch.from_numpy(standardiser(x[self.train])(x))
         self.y = torch.from_numpy(y)
 
     def part(self, index) -> tuple[Tensor, Tensor]:

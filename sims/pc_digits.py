@@ -69,10 +69,16 @@ def load_digits_split(test_fraction: float, seed: int) -> tuple[Tensor, Tensor, 
         digits.data.astype(np.float32), digits.target, test_size=test_fraction,
         random_state=seed, stratify=digits.target,
     )
-    # The +0.1 keeps the always-blank border pixels from blowing up.
-    mean, scale = x_tr.mean(0), x_tr.std(0) + 0.1
-    return (torch.from_numpy((x_tr - mean) / scale), torch.from_numpy(y_tr),
-            torch.from_numpy((x_te - mean) / scale), torch.from_numpy(y_te))
+    standardise = standardiser(x_tr)
+    return (torch.from_numpy(standardise(x_tr)), torch.from_numpy(y_tr),
+            torch.from_numpy(standardise(x_te)), torch.from_numpy(y_te))
+
+
+def standardiser(x_train: np.ndarray):
+    """x ↦ (x − mean) / (std + 0.1) with the training images' statistics; the +0.1 keeps the
+    always-blank border pixels from blowing up."""
+    mean, scale = x_train.mean(0), x_train.std(0) + 0.1
+    return lambda x: (x - mean) / scale
 
 
 def backprop_twin(model: PCModel, names: list[str]) -> nn.Sequential:
