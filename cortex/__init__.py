@@ -6,7 +6,7 @@ predict from their own past and from the last action (the efference copy). See D
 :mod:`cortex.laplace` gives a temporal column a Gaussian posterior (filter, smoother, EM).
 """
 from cortex.activations import ACTIVATIONS, Activation, get_activation
-from cortex.graph import GraphSpec, NodeSpec, chain, from_config, from_networkx
+from cortex.graph import GraphSpec, NodeSpec, chain, from_config, from_networkx, sheet
 from cortex.inference import Beliefs, InferenceConfig, InferenceDivergedError, infer
 from cortex.laplace import GaussianPath, expected_free_energy, laplace_filter, learn_sequences_laplace
 from cortex.learning import learn_step
@@ -18,5 +18,5 @@ __all__ = [
     "ACTIVATIONS", "Activation", "Beliefs", "Evaluation", "GaussianPath", "GraphSpec", "InferenceConfig",
     "InferenceDivergedError", "NodeSpec", "PCModel", "Recognizer", "Trajectory", "chain",
     "expected_free_energy", "from_config", "from_networkx", "get_activation", "infer", "laplace_filter",
-    "learn_sequences", "learn_sequences_laplace", "learn_step", "rollout", "run_sequence",
+    "learn_sequences", "learn_sequences_laplace", "learn_step", "rollout", "run_sequence", "sheet",
 ]

@@ -26,10 +26,18 @@ class Activation:
     fn: Callable[[Tensor], Tensor]
     grad: Callable[[Tensor], Tensor]
     grad_given: Callable[[Tensor, Tensor], Tensor] | None = None
+    fused_vjp: Callable[[Tensor, Tensor], Tensor] | None = None
+    """``(v, fx) -> f'(x) * v`` as one kernel (torch's own backward of the activation)."""
 
     def derivative(self, x: Tensor, fx: Tensor) -> Tensor:
         """f'(x), given x and fx = f(x)."""
         return self.grad(x) if self.grad_given is None else self.grad_given(x, fx)
+
+    def vjp(self, v: Tensor, x: Tensor, fx: Tensor) -> Tensor:
+        """f'(x) * v, given x and fx = f(x): one fused op for tanh and sigmoid."""
+        if self.fused_vjp is not None:
+            return self.fused_vjp(v, fx)
+        return v if self.is_identity else self.derivative(x, fx) * v
 
     @property
     def is_identity(self) -> bool:
@@ -53,8 +61,10 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", lambda x: x, torch.ones_like),
-        Activation("tanh", torch.tanh, _tanh_grad, lambda x, fx: torch.addcmul(_ONE.to(fx), fx, fx, value=-1.0)),
-        Activation("sigmoid", torch.sigmoid, _sigmoid_grad, lambda x, fx: fx * (1.0 - fx)),
+        Activation("tanh", torch.tanh, _tanh_grad, lambda x, fx: torch.addcmul(_ONE.to(fx), fx, fx, value=-1.0),
+                   torch.ops.aten.tanh_backward),
+        Activation("sigmoid", torch.sigmoid, _sigmoid_grad, lambda x, fx: fx * (1.0 - fx),
+                   torch.ops.aten.sigmoid_backward),
         Activation("relu", torch.relu, lambda x: (x > 0).to(x.dtype)),
         Activation(
             "leaky_relu",

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import tomllib
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 
@@ -58,11 +59,15 @@ class GraphSpec:
     edges: tuple[tuple[str, str], ...]
     action_dim: int = 0
 
+    @cached_property
+    def _by_name(self) -> dict[str, NodeSpec]:
+        return {n.name: n for n in self.nodes}
+
     def node(self, name: str) -> NodeSpec:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(f"no node named {name!r}; nodes are {[n.name for n in self.nodes]}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no node named {name!r}; nodes are {[n.name for n in self.nodes]}") from None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -78,8 +83,8 @@ class GraphSpec:
     def is_temporal(self) -> bool:
         return any(n.temporal or n.action for n in self.nodes)
 
-    def generations(self) -> tuple[tuple[str, ...], ...]:
-        """Topological generations: every node's parents lie in earlier generations."""
+    @cached_property
+    def _generations(self) -> tuple[tuple[str, ...], ...]:
         g = nx.DiGraph()
         g.add_nodes_from(self.names)
         g.add_edges_from(self.edges)
@@ -87,6 +92,10 @@ class GraphSpec:
         return tuple(
             tuple(sorted(gen, key=order.__getitem__)) for gen in nx.topological_generations(g)
         )
+
+    def generations(self) -> tuple[tuple[str, ...], ...]:
+        """Topological generations: every node's parents lie in earlier generations (computed once)."""
+        return self._generations
 
 
 _NODE_FIELDS = {f.name for f in fields(NodeSpec)} - {"name"}
@@ -114,7 +123,8 @@ def from_networkx(graph: nx.DiGraph, *, action_dim: int = 0, temporal: bool = Fa
     for name, attrs in graph.nodes(data=True):
         specs[name] = _node_spec(name, dict(attrs), graph, action_dim, temporal)
 
-    order = list(nx.lexicographical_topological_sort(graph, key=lambda n: list(graph).index(n)))
+    position = {n: i for i, n in enumerate(graph)}
+    order = list(nx.lexicographical_topological_sort(graph, key=position.__getitem__))
     edges = tuple((p, c) for p, c in graph.edges())
     return GraphSpec(tuple(specs[n] for n in order), edges, action_dim)
 
@@ -264,4 +274,38 @@ def chain(dims: Mapping[str, int], *, top_kind: str = "hidden", bottom_kind: str
         act = "identity" if i in (0, len(names) - 1) else activation
         g.add_node(name, dim=dims[name], kind=kind, activation=act, **node_attrs)
     g.add_edges_from(zip(names[:-1], names[1:]))
+    return g
+
+
+def sheet(levels: Sequence[int], dim: int = 64, *, fan_in: int = 3, activation: str = "tanh",
+          **node_attrs: Any) -> nx.DiGraph:
+    """A cortical sheet: levels of same-size columns with local connectivity.
+
+    ``levels`` gives the number of columns per level, top first; the bottom level is
+    ``observed`` (the sensory sheet), the others ``hidden`` with ``activation``. Columns of a
+    level sit evenly on a ring; each column below the top is predicted by the ``fan_in``
+    columns of the level above nearest to it (fewer if that level is smaller). Column ``i``
+    of level ``l`` is named ``L{l}_{i}``. Same-shape columns share one node group, so however
+    many columns there are, an inference iteration is a few batched ops.
+
+    >>> sheet((64, 192, 768)).number_of_nodes()   # a 1,024-column sheet
+    1024
+    """
+    if len(levels) < 2 or any(not isinstance(n, int) or n < 1 for n in levels):
+        raise ValueError(f"a sheet needs at least two levels of >= 1 columns, got {tuple(levels)}")
+    if fan_in < 1:
+        raise ValueError(f"fan_in must be >= 1, got {fan_in}")
+    g = nx.DiGraph()
+    for level, n in enumerate(levels):
+        bottom = level == len(levels) - 1
+        for i in range(n):
+            g.add_node(f"L{level}_{i}", dim=dim, kind="observed" if bottom else "hidden",
+                       activation="identity" if bottom else activation, **node_attrs)
+    for level in range(1, len(levels)):
+        above, here = levels[level - 1], levels[level]
+        for i in range(here):
+            x = (i + 0.5) / here
+            ring = lambda j: min(abs((j + 0.5) / above - x), 1 - abs((j + 0.5) / above - x))
+            for j in sorted(range(above), key=ring)[:fan_in]:
+                g.add_edge(f"L{level - 1}_{j}", f"L{level}_{i}")
     return g

@@ -15,7 +15,7 @@ from typing import Callable, Literal, Mapping
 import torch
 from torch import Tensor
 
-from cortex.model import Evaluation, Grouped, PCModel
+from cortex.model import Evaluation, Grouped, PCModel, Step
 from cortex.recognition import Recognizer
 
 InitMode = Literal["forward", "amortised", "zeros"]
@@ -35,7 +35,14 @@ class InferenceConfig:
     """``forward``: each free node starts at its prediction from its parents (the prior /
     feed-forward pass); ``amortised``: the learned bottom-up recogniser; ``zeros``."""
     tol: float = 0.0
-    """Stop early once one step lowers the batch free energy by less than ``tol`` (relative)."""
+    """Stop early once one step lowers the batch free energy by less than ``tol`` (relative).
+    This reads F on the host at every iteration; without it the loop never waits on the device."""
+    check_every: int = 8
+    """Read the divergence check (is the free-energy trace finite?) every this many iterations."""
+    compile: bool = False
+    """Run the K iterations as one ``torch.compile``d unit (CUDA graphs on a GPU). The first
+    call per shape compiles (seconds to a minute); the numbers equal the eager loop's to float
+    rounding. Not with ``tol`` (an early stop reads F on the host every iteration)."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -44,6 +51,10 @@ class InferenceConfig:
             raise ValueError(f"inference lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"inference momentum must be in [0, 1), got {self.momentum}")
+        if self.compile and self.tol:
+            raise ValueError("inference compile=True cannot stop early (tol > 0): set one of them")
+        if self.check_every < 1:
+            raise ValueError(f"inference check_every must be >= 1, got {self.check_every}")
         if self.init not in ("forward", "amortised", "zeros"):
             raise ValueError(f"inference init must be forward, amortised or zeros, got {self.init!r}")
 
@@ -74,6 +85,8 @@ class Beliefs:
     drive: Grouped
     """The state-independent input b + U f(z_prev) + B a_prev used (see ``PCModel.drive``)."""
     slot: Mapping[str, tuple[int, int]]
+    evaluation: Evaluation | None = None
+    """The full local evaluation at the final state (what the M-step reuses)."""
 
     def __getitem__(self, node: str) -> Tensor:
         k, i = self.slot[node]
@@ -161,20 +174,10 @@ def initial_state(
 
 
 def forward_fill(model: PCModel, z: Grouped, drive: Grouped, done: set[str] = frozenset()) -> Grouped:
-    """Set every node not in ``done`` to its prediction mu, parents first (in place).
-
-    One prediction pass per topological generation: the feed-forward sweep of a
-    discriminative net, or the prior (imagination) of a generative / temporal one.
-    """
-    for generation in model.spec.generations():
-        todo = [n for n in generation if n not in done]
-        if not todo:
-            continue
-        _, mu = model.predict(z, drive)
-        for name in todo:
-            k, i = model.slot[name]
-            z[k][i] = mu[k][i]
-    return z
+    """Set every node not in ``done`` to its prediction mu, parents first (in place): the
+    feed-forward sweep of a discriminative net, or the prior (imagination) of a generative /
+    temporal one. See :meth:`PCModel.fill`."""
+    return model.fill(z, drive, frozenset(done))
 
 
 def infer(
@@ -206,40 +209,124 @@ def infer(
             k, i = model.slot[name]
             free[k][i] = 0.0
         z = initial_state(model, data, batch, drive, config.init, start, recognizer)
-        z, ev, trace = descend(model, z, free, config, lambda state: model.evaluate(state, drive))
-    return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive, slot=model.slot)
+        plan = model.plan(active=[any(n not in data for n in g.names) for g in model.groups])
+        z, ev, trace = descend(model, z, free, config, lambda state: model.gradient(state, drive, plan),
+                               lambda state: model.evaluate(state, drive, plan, gradient=False))
+    return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive,
+                   slot=model.slot, evaluation=ev)
 
 
 def descend(
     model: PCModel, z: Grouped, free: Grouped, config: InferenceConfig,
-    evaluate: Callable[[Grouped], Evaluation],
+    step: Callable[[Grouped], Step], evaluate: Callable[[Grouped], Evaluation],
 ) -> tuple[Grouped, Evaluation, Tensor]:
     """K local gradient steps on the free entries of ``z`` (in place).
 
-    ``evaluate(z)`` gives the errors, energies and dF/dz at a state (``model.evaluate`` with a
-    fixed drive when filtering; a window evaluation when smoothing). Returns the final state,
-    its evaluation and the trace of the batch-mean free energy.
+    ``step(z)`` gives dF/dz and the quadratic energy at a state (:meth:`PCModel.gradient`
+    with a fixed drive when filtering; a window's when smoothing); ``evaluate(z)`` the
+    :class:`Evaluation` (its ``grad`` is not needed), taken once at the final state. Returns
+    the final state, its evaluation and the trace of the batch-mean free energy.
+
+    Nothing here waits on the device inside the loop unless ``config.tol`` asks for an early
+    stop: the trace stays a list of 0-d tensors, and its finiteness is read every
+    ``config.check_every`` iterations. When it fails, the iterations since the last check are
+    replayed one at a time from a saved copy of the state, to name the node and the step.
     """
+    batch = z[0].shape[1]
+    rate = _rates(free, config.lr)
     velocity = [torch.zeros_like(zg) for zg in z] if config.momentum else None
-    trace = []
+    log_norm = model.log_normalizer()
+    trace: list[Tensor] = []
+    checked, saved = 0, _snapshot(z, velocity)
+    stopped = False
+    if config.compile and config.steps:
+        trace = list(_compiled_loop(z[0].device.type)(step, z, free, rate, velocity, config))
+    for it in range(len(trace), config.steps):
+        s = step(z)
+        trace.append(s.quadratic)
+        if config.tol:
+            f = trace[-1] = 0.5 * s.quadratic / batch + log_norm
+            if not torch.isfinite(f):
+                _locate_divergence(model, saved, free, config, step, evaluate, checked)
+            if it > 0 and trace[-2] - f < config.tol * trace[-2].abs():
+                stopped = True
+                break
+        _update(z, s.grad, free, rate, velocity, config)
+        if not config.tol and len(trace) - checked >= config.check_every:
+            if not torch.isfinite(torch.stack(trace[checked:])).all():
+                _locate_divergence(model, saved, free, config, step, evaluate, checked)
+            checked, saved = len(trace), _snapshot(z, velocity)  # z is now state number len(trace)
     ev = evaluate(z)
-    for step in range(config.steps + 1):
-        f = ev.total().mean()
-        if not torch.isfinite(f):
-            _raise_diverged(model, z, ev, step)
-        trace.append(f)
-        if step == config.steps or (
-            config.tol and step > 0 and trace[-2] - f < config.tol * trace[-2].abs()
-        ):
-            break
-        for k, (zg, gk, fk) in enumerate(zip(z, ev.grad, free)):
-            if velocity is None:
-                zg.addcmul_(gk, fk, value=-config.lr)
+    trace = torch.stack(trace) if trace else ev.energies[0].new_zeros(0)
+    if not config.tol:  # the plain loop kept eps^T Pi eps summed over the batch: make it F
+        trace = 0.5 * trace / batch + log_norm
+    if not stopped:
+        trace = torch.cat([trace, ev.total().mean().reshape(1)])
+    if not torch.isfinite(trace[checked:]).all():
+        _locate_divergence(model, saved, free, config, step, evaluate, checked)
+    return z, ev, trace
+
+
+def _loop(step: Callable[[Grouped], Step], z: Grouped, free: Grouped, rate: list,
+          velocity: Grouped | None, config: InferenceConfig) -> Tensor:
+    """The K iterations with nothing read on the host: what ``compile=True`` compiles."""
+    quadratic = []
+    for _ in range(config.steps):
+        s = step(z)
+        quadratic.append(s.quadratic)
+        _update(z, s.grad, free, rate, velocity, config)
+    return torch.stack(quadratic)
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _compiled_loop(device_type: str) -> Callable:
+    if device_type not in _COMPILED:
+        mode = "reduce-overhead" if device_type == "cuda" else None  # CUDA graphs on a GPU
+        _COMPILED[device_type] = torch.compile(_loop, fullgraph=True, dynamic=False, mode=mode)
+    return _COMPILED[device_type]
+
+
+def _rates(free: Grouped, lr: float) -> list[float | Tensor]:
+    """-lr where a whole group is free (a scalar step: the fast path), else -lr * mask."""
+    return [-lr if bool(f.all()) else f * -lr for f in free]
+
+
+def _update(z: Grouped, grad: list[Tensor | None], free: Grouped, rate: Grouped,
+            velocity: Grouped | None, config: InferenceConfig) -> None:
+    """z <- z - lr * dF/dz on the free entries (heavy-ball with momentum)."""
+    for k, (zg, gk) in enumerate(zip(z, grad)):
+        if gk is None:
+            continue
+        if velocity is None:
+            if isinstance(rate[k], float):
+                zg.add_(gk, alpha=rate[k])
             else:
-                velocity[k].mul_(config.momentum).addcmul_(gk, fk)
-                zg.sub_(velocity[k], alpha=config.lr)
+                zg.addcmul_(gk, rate[k])
+        else:
+            velocity[k].mul_(config.momentum).addcmul_(gk, free[k])
+            zg.sub_(velocity[k], alpha=config.lr)
+
+
+def _snapshot(z: Grouped, velocity: Grouped | None) -> tuple[Grouped, Grouped | None]:
+    return [zg.clone() for zg in z], None if velocity is None else [v.clone() for v in velocity]
+
+
+def _locate_divergence(model: PCModel, saved: tuple[Grouped, Grouped | None], free: Grouped,
+                       config: InferenceConfig, step: Callable[[Grouped], Step],
+                       evaluate: Callable[[Grouped], Evaluation], first: int) -> None:
+    """Replay from the state saved at iteration ``first``, checking every step, and raise
+    :class:`InferenceDivergedError` at the first non-finite one."""
+    z = [zg.clone() for zg in saved[0]]
+    velocity = None if saved[1] is None else [v.clone() for v in saved[1]]
+    rate = _rates(free, config.lr)
+    for it in range(first, config.steps + 1):
         ev = evaluate(z)
-    return z, ev, torch.stack(trace)
+        if not torch.isfinite(ev.total().mean()):
+            _raise_diverged(model, z, ev, it)
+        _update(z, step(z).grad, free, rate, velocity, config)
+    raise InferenceDivergedError(model.spec.names[0], config.steps, "free energy (not reproduced on replay)")
 
 
 def _raise_diverged(model: PCModel, z: Grouped, ev: Evaluation, step: int) -> None:

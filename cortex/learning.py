@@ -29,7 +29,7 @@ def learn_step(
     """Infer at ``data``, then one optimiser step on theta by the local rule; returns the beliefs."""
     beliefs = infer(model, data, config, recognizer=recognizer)
     optimizer.zero_grad(set_to_none=True)
-    model.accumulate_grads(beliefs.z, beliefs.drive)
+    model.accumulate_grads(beliefs.z, beliefs.drive, evaluation=beliefs.evaluation)
     optimizer.step()
     if recognizer is not None and recognizer_optimizer is not None:
         recognizer_optimizer.zero_grad(set_to_none=True)

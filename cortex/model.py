@@ -46,6 +46,15 @@ class NodeGroup:
 
 
 @dataclass(frozen=True)
+class _FillStep:
+    """One generation of :meth:`PCModel.fill`: the nodes to set per group, and the edges
+    into them per edge group (edge positions, source and local target selectors)."""
+
+    targets: dict
+    edges: list
+
+
+@dataclass(frozen=True)
 class EdgeGroup:
     """Edges between two node groups, stacked into one ``(E, d_dst, d_src)`` weight tensor.
 
@@ -120,6 +129,8 @@ class PCModel(nn.Module):
             nodes = [spec.node(n) for n in grp.names]
             self.register_buffer(f"_energy{k}", torch.tensor([n.has_energy for n in nodes], dtype=dtype).view(-1, 1, 1), persistent=False)
             self.register_buffer(f"_learnprec{k}", torch.tensor([n.learn_precision for n in nodes], dtype=dtype).view(-1, 1), persistent=False)
+        self._fill_cache: dict = {}
+        self._any_learnprec = [any(spec.node(n).learn_precision for n in grp.names) for grp in self.groups]
         self._all_energy = [all(spec.node(n).has_energy for n in grp.names) for grp in self.groups]
         self._selectors: list[tuple[slice | str, slice | str]] = []
         for k, eg in enumerate(self.edge_groups):
@@ -152,14 +163,9 @@ class PCModel(nn.Module):
         """``(N_g, 1, 1)``: 1 for columns with an energy term (hidden, observed), 0 for inputs."""
         return getattr(self, f"_energy{k}")
 
-    def _select(self, x: Tensor, sel: slice | str) -> Tensor:
-        return x[sel] if isinstance(sel, slice) else x.index_select(0, getattr(self, sel))
-
-    def _add_into(self, target: Tensor, sel: slice | str, value: Tensor) -> None:
-        if isinstance(sel, slice):
-            target[sel] += value
-        else:
-            target.index_add_(0, getattr(self, sel), value)
+    def _ends(self, k: int) -> tuple[slice | Tensor, slice | Tensor]:
+        """Edge group k's source and target selectors: slices, or index tensors (buffers)."""
+        return tuple(s if isinstance(s, slice) else getattr(self, s) for s in self._selectors[k])
 
     def zeros(self, batch: int) -> Grouped:
         """A grouped all-zero state for ``batch`` samples."""
@@ -206,15 +212,68 @@ class PCModel(nn.Module):
         if past is None and action is None:
             return out
         out = [o.expand(-1, batch, -1).clone() for o in out]
-        for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
+        for k, (eg, w) in enumerate(zip(self.edge_groups, self.weights)):
+            src_sel, dst_sel = self._ends(k)
             if eg.source == "past" and past is not None:
-                x = self._select(self.groups[eg.src].f.fn(past[eg.src]), src_sel)
+                x = _select(self.groups[eg.src].f.fn(past[eg.src]), src_sel)
             elif eg.source == "action" and action is not None:
                 x = action.unsqueeze(0).expand(len(eg.edges), -1, -1)
             else:
                 continue
-            self._add_into(out[eg.dst], dst_sel, torch.bmm(x, w.transpose(1, 2)))
+            _bmm_into(out[eg.dst], dst_sel, x, w.transpose(1, 2))
         return out
+
+    def fill(self, z: Grouped, drive: Grouped, done: frozenset[str] = frozenset()) -> Grouped:
+        """Set every node not in ``done`` to its prediction mu, parents first (in place).
+
+        One pass per topological generation that has nodes to fill, computing only the
+        edges into those nodes (a batched op per edge group), so a chain of L columns costs
+        one forward pass in all, not L.
+        """
+        with torch.no_grad():
+            for gen in self._fill_plan(frozenset(done)):
+                pre = {k: _select(drive[k], sel).expand(-1, z[k].shape[1], -1).clone()
+                       for k, sel in gen.targets.items()}
+                for eg_index, edges, src_sel, dst_sel in gen.edges:
+                    eg = self.edge_groups[eg_index]
+                    x = _select(z[eg.src], src_sel)
+                    if not self.groups[eg.src].f.is_identity:
+                        x = self.groups[eg.src].f.fn(x)
+                    w = _select(self.weights[eg_index], edges)
+                    _bmm_into(pre[eg.dst], dst_sel, x, w.transpose(1, 2))
+                for k, sel in gen.targets.items():
+                    mu = pre[k] if self.groups[k].g.is_identity else self.groups[k].g.fn(pre[k])
+                    if isinstance(sel, slice):
+                        z[k][sel] = mu
+                    else:
+                        z[k].index_copy_(0, sel, mu)
+        return z
+
+    def _fill_plan(self, done: frozenset[str]) -> list["_FillStep"]:
+        key = (done, self.device)
+        if key not in self._fill_cache:
+            steps = []
+            as_sel = lambda index: _as_selector(index) or torch.tensor(index, device=self.device)
+            for generation in self.spec.generations():
+                todo = [n for n in generation if n not in done]
+                if not todo:
+                    continue
+                by_group: dict[int, list[int]] = {}
+                for name in todo:
+                    k, i = self.slot[name]
+                    by_group.setdefault(k, []).append(i)
+                local = {k: {i: j for j, i in enumerate(sorted(idx))} for k, idx in by_group.items()}
+                edges = []
+                for e, eg in enumerate(self.edge_groups):
+                    if eg.source != "state" or eg.dst not in local:
+                        continue
+                    pos = [p for p, d in enumerate(eg.dst_index) if d in local[eg.dst]]
+                    if pos:
+                        edges.append((e, as_sel(pos), as_sel([eg.src_index[p] for p in pos]),
+                                      as_sel([local[eg.dst][eg.dst_index[p]] for p in pos])))
+                steps.append(_FillStep({k: as_sel(sorted(idx)) for k, idx in by_group.items()}, edges))
+            self._fill_cache[key] = steps
+        return self._fill_cache[key]
 
     def predict(self, z: Grouped, drive: Grouped) -> tuple[Grouped, Grouped]:
         """Summed inputs ``a`` and prediction means ``mu = g(a)`` for every node, grouped."""
@@ -226,17 +285,18 @@ class PCModel(nn.Module):
         batch = z[0].shape[1]
         fz = [zg if grp.f.is_identity else grp.f.fn(zg) for grp, zg in zip(self.groups, z)]
         pre: list[Tensor | None] = [None] * len(self.groups)
-        for eg, w, (src_sel, dst_sel), full in zip(self.edge_groups, self.weights, self._selectors, self._dst_full):
+        for k, (eg, w, full) in enumerate(zip(self.edge_groups, self.weights, self._dst_full)):
             if eg.source != "state":
                 continue
-            x = self._select(fz[eg.src], src_sel)
+            src_sel, dst_sel = self._ends(k)
+            x = _select(fz[eg.src], src_sel)
             if pre[eg.dst] is None and full:
                 # The edge group feeds every node of its target group: fuse the drive in.
                 pre[eg.dst] = torch.baddbmm(drive[eg.dst], x, w.transpose(1, 2))
                 continue
             if pre[eg.dst] is None:
                 pre[eg.dst] = drive[eg.dst].expand(-1, batch, -1).clone()
-            self._add_into(pre[eg.dst], dst_sel, torch.bmm(x, w.transpose(1, 2)))
+            _bmm_into(pre[eg.dst], dst_sel, x, w.transpose(1, 2))
         pre = [d.expand(-1, batch, -1) if a is None else a for a, d in zip(pre, drive)]
         mu = [a if grp.g.is_identity else grp.g.fn(a) for grp, a in zip(self.groups, pre)]
         return fz, pre, mu
@@ -274,30 +334,39 @@ class PCModel(nn.Module):
         return sum(e.sum(0) for e in energies)
 
     # ------------------------------------------------------------------ local gradients
-    def evaluate(self, z: Grouped, drive: Grouped) -> "Evaluation":
-        """Errors, energies and the local gradient dF/dz at state ``z`` (no autograd)."""
+    def plan(self, active: Sequence[bool] | None = None) -> "IterationPlan":
+        """An :class:`IterationPlan` for the current parameters (build one per inference call)."""
+        return IterationPlan(self, active)
+
+    def gradient(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None) -> "Step":
+        """The lean per-iteration evaluation: dF/dz, the back-sent errors h and the summed
+        quadratic form eps^T Pi eps (a 0-d tensor: no host sync). Pass a ``plan`` to reuse it."""
         with torch.no_grad():
-            fz, pre, mu = self._forward(z, drive)
-            energies, eps, weighted = self.node_energy(z, mu)
-            h = [w if grp.g.is_identity else grp.g.derivative(a, m) * w
-                 for grp, a, m, w in zip(self.groups, pre, mu, weighted)]
-            back: list[Tensor | None] = [None] * len(self.groups)
-            for eg, w, (src_sel, dst_sel), full in zip(self.edge_groups, self.weights, self._selectors, self._src_full):
-                if eg.source != "state":
+            _, eps, weighted, h, grad = (plan or self.plan()).run(z, drive)
+            quad = None
+            for pe, e in zip(weighted, eps):
+                if e is not None:
+                    d = torch.dot(pe.view(-1), e.view(-1))
+                    quad = d if quad is None else quad.add_(d)
+        return Step(grad=grad, h=h, quadratic=z[0].new_zeros(()) if quad is None else quad)
+
+    def evaluate(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None, *,
+                 gradient: bool = True) -> "Evaluation":
+        """Errors, energies and the local gradient dF/dz at state ``z`` (no autograd).
+        ``gradient=False`` skips the back-projection (``grad`` is then all None)."""
+        with torch.no_grad():
+            fz, eps, weighted, h, grad = (plan or self.plan()).run(z, drive, gradient=gradient)
+            energies, errors = [], []
+            for k, (zg, e, pe, lp) in enumerate(zip(z, eps, weighted, self.log_precision)):
+                if e is None:  # a group of input columns: no energy, no error
+                    energies.append(zg.new_zeros(zg.shape[:2]))
+                    errors.append(torch.zeros_like(zg))
                     continue
-                contrib = torch.bmm(self._select(h[eg.dst], dst_sel), w)
-                if back[eg.src] is None and full:
-                    back[eg.src] = contrib
-                    continue
-                if back[eg.src] is None:
-                    back[eg.src] = torch.zeros_like(z[eg.src])
-                self._add_into(back[eg.src], src_sel, contrib)
-            grad = [
-                wg if bk is None else wg - bk if grp.f.is_identity
-                else torch.addcmul(wg, grp.f.derivative(zg, f), bk, value=-1.0)
-                for grp, zg, f, wg, bk in zip(self.groups, z, fz, weighted, back)
-            ]
-        return Evaluation(energies=energies, errors=eps, grad=grad, h=h, rates=fz)
+                mask = self.energy_mask(k)
+                const = 0.5 * (e.shape[-1] * _LOG_2PI - lp.sum(-1, keepdim=True))
+                energies.append((0.5 * torch.linalg.vecdot(pe, e) + const) * mask[:, :, 0])
+                errors.append(e if self._all_energy[k] else e * mask)
+        return Evaluation(energies=energies, errors=errors, grad=grad, h=h, rates=fz)
 
     def past_gradient(self, past: Grouped, h: Grouped) -> Grouped:
         """dF/dz_{t-1} through the temporal edges: ``-f'(z_{t-1}) * U^T (g' * Pi eps)``, grouped.
@@ -307,15 +376,16 @@ class PCModel(nn.Module):
         """
         with torch.no_grad():
             back = [torch.zeros_like(p) for p in past]
-            for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
+            for k, (eg, w) in enumerate(zip(self.edge_groups, self.weights)):
                 if eg.source == "past":
-                    self._add_into(back[eg.src], src_sel, torch.bmm(self._select(h[eg.dst], dst_sel), w))
+                    src_sel, dst_sel = self._ends(k)
+                    _bmm_into(back[eg.src], src_sel, _select(h[eg.dst], dst_sel), w)
             return [-(b if grp.f.is_identity else grp.f.grad(p) * b)
                     for grp, p, b in zip(self.groups, past, back)]
 
     def accumulate_grads(
         self, z: Grouped, drive: Grouped | None = None, *, past: Grouped | None = None,
-        action: Tensor | None = None,
+        action: Tensor | None = None, evaluation: "Evaluation | None" = None,
     ) -> Evaluation:
         """Add the local-rule gradients of the batch-mean free energy to every ``.grad``.
 
@@ -324,31 +394,50 @@ class PCModel(nn.Module):
         dF/ds_n = 1/2 Pi_n eps_n^2 - 1/2 — each averaged over the batch. ``past`` and
         ``action`` must be what ``drive`` was built from. Like ``Tensor.backward`` this
         accumulates, so gradients over several time steps add up; any ``torch.optim`` applies.
+        ``evaluation`` is :meth:`evaluate` at ``z`` when the caller already holds it (the last
+        one of inference), which saves recomputing it.
         """
         batch = z[0].shape[1]
-        drive = self.drive(batch, past, action) if drive is None else drive
-        ev = self.evaluate(z, drive)
+        if evaluation is None:
+            drive = self.drive(batch, past, action) if drive is None else drive
+            evaluation = self.evaluate(z, drive)
+        ev = evaluation
         with torch.no_grad():
             fz = ev.rates
             fpast = None if past is None else [grp.f.fn(p) for grp, p in zip(self.groups, past)]
-            for eg, w, (src_sel, dst_sel) in zip(self.edge_groups, self.weights, self._selectors):
+            for k, (eg, w) in enumerate(zip(self.edge_groups, self.weights)):
+                src_sel, dst_sel = self._ends(k)
                 if eg.source == "state":
-                    x = self._select(fz[eg.src], src_sel)
+                    x = _select(fz[eg.src], src_sel)
                 elif eg.source == "past":
                     if fpast is None:
                         continue
-                    x = self._select(fpast[eg.src], src_sel)
+                    x = _select(fpast[eg.src], src_sel)
                 else:
                     if action is None:
                         continue
                     x = action.unsqueeze(0).expand(len(eg.edges), -1, -1)
-                g = -torch.bmm(self._select(ev.h[eg.dst], dst_sel).transpose(1, 2), x) / batch
-                _accumulate(w, g)
+                _accumulate(w, torch.bmm(_select(ev.h[eg.dst], dst_sel).transpose(1, 2), x), -1.0 / batch)
             for k, (b, lp) in enumerate(zip(self.bias, self.log_precision)):
-                _accumulate(b, -ev.h[k].sum(1) / batch)
-                s = 0.5 * (lp.exp().unsqueeze(1) * ev.errors[k] ** 2).mean(1) - 0.5
-                _accumulate(lp, s * self.energy_mask(k)[:, :, 0] * getattr(self, f"_learnprec{k}"))
+                _accumulate(b, torch.zeros_like(b) if ev.h[k] is None else ev.h[k].sum(1), -1.0 / batch)
+                if self._any_learnprec[k]:
+                    s = 0.5 * (lp.exp().unsqueeze(1) * ev.errors[k] ** 2).mean(1) - 0.5
+                    _accumulate(lp, s * self.energy_mask(k)[:, :, 0] * getattr(self, f"_learnprec{k}"))
+                else:  # a zero gradient, as the rule gives (weight decay still sees the parameter)
+                    _accumulate(lp, torch.zeros_like(lp))
         return ev
+
+
+@dataclass
+class Step:
+    """What one inference iteration needs (see :meth:`PCModel.gradient`)."""
+
+    grad: list[Tensor | None]
+    """dF/dz per group, before masking clamped nodes (None for inactive groups)."""
+    h: list[Tensor | None]
+    """g'(a) * Pi eps: the error each node sends back to its parents (None: only input columns)."""
+    quadratic: Tensor
+    """Sum over nodes and the batch of eps^T Pi eps (0-d): twice F minus its log-normaliser."""
 
 
 @dataclass
@@ -359,10 +448,10 @@ class Evaluation:
     """Per-node free energy ``(N_g, B)``."""
     errors: Grouped
     """Prediction errors eps = z - mu (0 at input nodes)."""
-    grad: Grouped
-    """dF/dz, before masking clamped nodes."""
-    h: Grouped
-    """g'(a) * Pi eps: the error each node sends back to its parents."""
+    grad: list[Tensor | None]
+    """dF/dz, before masking clamped nodes (None for a group the plan left out: wholly clamped)."""
+    h: list[Tensor | None]
+    """g'(a) * Pi eps: the error each node sends back to its parents (None: only input columns)."""
     rates: Grouped
     """f(z): what each node sends to its children."""
 
@@ -371,11 +460,114 @@ class Evaluation:
         return sum(e.sum(0) for e in self.energies)
 
 
-def _accumulate(param: Tensor, grad: Tensor) -> None:
-    if param.grad is None:
-        param.grad = grad.clone()
+def _select(x: Tensor, sel: slice | Tensor | None) -> Tensor:
+    """The entries of an edge group's side of a node group: all (None), a view, or a gather."""
+    return x if sel is None else x[sel] if isinstance(sel, slice) else x.index_select(0, sel)
+
+
+def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, alpha: float = 1.0) -> None:
+    """target[sel] += alpha * a @ b, in place (scatter-add for an index)."""
+    if sel is None:
+        target.baddbmm_(a, b, alpha=alpha)
+    elif isinstance(sel, slice):
+        target[sel].baddbmm_(a, b, alpha=alpha)
     else:
-        param.grad += grad
+        target.index_add_(0, sel, torch.bmm(a, b), alpha=alpha)
+
+
+class IterationPlan:
+    """One inference iteration as a fixed list of batched ops, resolved once per call.
+
+    Built from the model's current parameters (which do not change during inference) and
+    the groups that hold free states (``active``): per group the precision with the
+    energy mask folded in (or None where it is exactly 1, which saves a multiply), whether
+    it has an energy term at all; per edge group the weights, their transposes and the
+    slices or index tensors of its two ends. :meth:`run` then walks these lists — a few ops
+    per node group and per edge group, never a loop over columns, nothing looked up.
+    """
+
+    def __init__(self, model: PCModel, active: Sequence[bool] | None = None) -> None:
+        groups = model.groups
+        self.active = [True] * len(groups) if active is None else list(active)
+        self.f = [None if g.f.is_identity else g.f for g in groups]
+        self.g = [None if g.g.is_identity else g.g for g in groups]
+        precision = [(lp.detach().exp() * model.energy_mask(k)[:, :, 0]).unsqueeze(1)
+                     for k, lp in enumerate(model.log_precision)]
+        # one read from the device for all groups: is each precision all zero / all one?
+        flags = torch.stack([torch.stack([(p == 0).all(), (p == 1).all()]) for p in precision]).tolist()
+        self.silent = [zero for zero, _ in flags]
+        self.precision = [None if one else p for p, (_, one) in zip(precision, flags)]
+        self.forward, self.backward = [], []
+        for eg, w, sels, src_full, dst_full in zip(model.edge_groups, model.weights, model._selectors,
+                                                   model._src_full, model._dst_full):
+            if eg.source != "state":
+                continue
+            src_sel, dst_sel = (s if isinstance(s, slice) else getattr(model, s) for s in sels)
+            w = w.detach()
+            sign = -1.0 if self.g[eg.dst] is None else 1.0
+            self.forward.append((eg.src, eg.dst, None if src_full else src_sel,
+                                 None if dst_full else dst_sel, w.transpose(1, 2), sign))
+            if self.active[eg.src] and not self.silent[eg.dst]:
+                self.backward.append((eg.src, eg.dst, None if src_full else src_sel,
+                                      None if dst_full else dst_sel, w))
+
+    def run(self, z: Grouped, drive: Grouped, gradient: bool = True) -> tuple[Grouped, list, list, Grouped, list]:
+        """Rates f(z), errors eps, Pi eps, the error sent back h = g'(a) Pi eps, and dF/dz
+        (None for inactive groups; eps, Pi eps and h are None for groups without energy).
+
+        Groups with g = identity accumulate eps = z - drive - sum W f(z^p) in place (no
+        separate prediction); the back-projection accumulates into one tensor per group;
+        f'(z) * back is one fused op where the activation has one.
+        """
+        fz = [zg if f is None else f.fn(zg) for f, zg in zip(self.f, z)]
+        acc = [None if silent else zg - d if g is None else d.expand_as(zg).clone()
+               for silent, g, zg, d in zip(self.silent, self.g, z, drive)]
+        for src, dst, src_sel, dst_sel, wt, sign in self.forward:
+            if acc[dst] is not None:
+                _bmm_into(acc[dst], dst_sel, _select(fz[src], src_sel), wt, sign)
+        eps, weighted, h = [], [], []
+        for g, p, zg, a in zip(self.g, self.precision, z, acc):
+            if a is None:
+                eps.append(None), weighted.append(None), h.append(None)
+                continue
+            if g is None:
+                e = a
+            else:
+                mu = g.fn(a)
+                e = zg - mu
+            pe = e if p is None else p * e
+            eps.append(e)
+            weighted.append(pe)
+            h.append(pe if g is None else g.vjp(pe, a, mu))
+        if not gradient:
+            return fz, eps, weighted, h, [None] * len(z)
+        back: list[Tensor | None] = [None] * len(z)
+        for src, dst, src_sel, dst_sel, w in self.backward:
+            hd = _select(h[dst], dst_sel)
+            if back[src] is None and src_sel is None:
+                back[src] = torch.bmm(hd, w)
+                continue
+            if back[src] is None:
+                back[src] = torch.zeros_like(z[src])
+            _bmm_into(back[src], src_sel, hd, w)
+        grad = []
+        for act, f, zg, fzg, pe, bk in zip(self.active, self.f, z, fz, weighted, back):
+            if not act:
+                grad.append(None)
+            elif bk is None:
+                grad.append(torch.zeros_like(zg) if pe is None else pe)
+            else:
+                vjp = bk if f is None else f.vjp(bk, zg, fzg)
+                grad.append(vjp.neg_() if pe is None else torch.sub(pe, vjp))
+        return fz, eps, weighted, h, grad
+
+
+def _accumulate(param: Tensor, grad: Tensor, scale: float = 1.0) -> None:
+    """param.grad += scale * grad (set on the first call)."""
+    if param.grad is None:
+        param.grad = grad.mul_(scale) if grad._base is None else grad * scale
+    else:
+        param.grad.add_(grad, alpha=scale)
 
 
 def _compile(spec: GraphSpec) -> tuple[list[NodeGroup], list[EdgeGroup], dict[str, tuple[int, int]]]:

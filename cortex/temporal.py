@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from cortex.inference import InferenceConfig, check_data, descend, forward_fill
-from cortex.model import Evaluation, Grouped, PCModel
+from cortex.model import Evaluation, Grouped, PCModel, Step
 
 
 @dataclass
@@ -74,23 +74,37 @@ class _Window:
         self.width, self.batch = width, batch
         self.drive: Grouped | None = None
         self.past: Grouped | None = None
+        self.plan = None
 
     def past_of(self, z: Grouped) -> Grouped:
         if self.width == 1:
             return self.before
         return [torch.cat([b, zg[:, :-self.batch]], dim=1) for b, zg in zip(self.before, z)]
 
-    def __call__(self, z: Grouped) -> Evaluation:
-        model = self.model
+    def _drive(self, z: Grouped) -> Grouped:
         if self.drive is None or self.width > 1:
             self.past = self.past_of(z)
-            self.drive = model.drive(self.width * self.batch, self.past, self.actions_prev)
-        ev = model.evaluate(z, self.drive)
+            self.drive = self.model.drive(self.width * self.batch, self.past, self.actions_prev)
+        return self.drive
+
+    def _through_time(self, grad: list[Tensor | None], h: Grouped) -> None:
+        """A state in the window also explains the next step through U: add that gradient."""
         if self.width > 1:
-            # A state in the window also explains the next step through U.
-            through_time = model.past_gradient(self.past, ev.h)
-            for g, extra in zip(ev.grad, through_time):
-                g[:, :-self.batch] += extra[:, self.batch:]
+            for k, extra in enumerate(self.model.past_gradient(self.past, h)):
+                if grad[k] is not None:  # a copy: the gradient may share memory with the errors
+                    grad[k] = grad[k].clone()
+                    grad[k][:, :-self.batch] += extra[:, self.batch:]
+
+    def step(self, z: Grouped) -> Step:
+        if self.plan is None:
+            self.plan = self.model.plan()
+        s = self.model.gradient(z, self._drive(z), self.plan)
+        self._through_time(s.grad, s.h)
+        return s
+
+    def __call__(self, z: Grouped) -> Evaluation:
+        ev = self.model.evaluate(z, self._drive(z))
+        self._through_time(ev.grad, ev.h)
         return ev
 
 
@@ -161,7 +175,7 @@ def run_sequence(
                     free[k][i] = (~seen).to(model.dtype)
                     z[k][i] = torch.where(seen, x, z[k][i])
             evaluate = _Window(model, before, prev_actions, width, batch)
-            z, ev, trace = descend(model, z, free, config, evaluate)
+            z, ev, trace = descend(model, z, free, config, evaluate.step, evaluate)
 
         if optimizer is not None:
             model.accumulate_grads(z, evaluate.drive, past=evaluate.past, action=prev_actions)

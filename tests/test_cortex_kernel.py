@@ -1,0 +1,169 @@
+"""The grouped inference kernel (and its compiled form) equals the per-node computation."""
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+import torch
+
+from cortex import InferenceConfig, PCModel, from_networkx, get_activation, infer, sheet
+from cortex.inference import InferenceDivergedError
+from tests.helpers_cortex import random_dag
+
+
+def per_node_descent(model: PCModel, data: dict, start: dict, steps: int, lr: float):
+    """K steps of z <- z - lr dF/dz written node by node from DESIGN.md §3: the reference."""
+    spec = model.spec
+    z = {**{n: v.clone() for n, v in start.items()}, **data}
+    param = lambda tensors, n: tensors[model.slot[n][0]][model.slot[n][1]].detach()
+    trace = []
+
+    def local(z):
+        a, eps, energy = {}, {}, 0.0
+        for node in spec.nodes:
+            if not node.has_energy:
+                continue
+            n = node.name
+            a[n] = param(model.bias, n) + sum(
+                get_activation(spec.node(p).activation).fn(z[p]) @ model.weight(p, n).detach().T
+                for p in spec.parents(n))
+            eps[n] = z[n] - get_activation(node.output).fn(a[n])
+            prec = param(model.log_precision, n).exp()
+            energy = energy + 0.5 * (prec * eps[n] ** 2).sum(1) + 0.5 * (
+                node.dim * torch.log(torch.tensor(2 * torch.pi, dtype=z[n].dtype)) - param(model.log_precision, n).sum())
+        return a, eps, energy
+
+    for it in range(steps + 1):
+        a, eps, energy = local(z)
+        trace.append(energy.mean())
+        if it == steps:
+            break
+        grad = {}
+        for node in spec.nodes:
+            n = node.name
+            if n in data:
+                continue
+            g = param(model.log_precision, n).exp() * eps[n] if node.has_energy else torch.zeros_like(z[n])
+            for c in spec.children(n):
+                out = get_activation(spec.node(c).output)
+                h = out.grad(a[c]) * param(model.log_precision, c).exp() * eps[c]
+                g = g - get_activation(node.activation).grad(z[n]) * (h @ model.weight(n, c).detach())
+            grad[n] = g
+        for n, g in grad.items():
+            z[n] = z[n] - lr * g
+    return z, torch.stack(trace)
+
+
+def _clamp_and_start(model: PCModel, batch: int, gen: torch.Generator, clamped: list[str]):
+    rand = lambda n: torch.randn(batch, model.spec.node(n).dim, generator=gen, dtype=model.dtype)
+    data = {n: rand(n) for n in clamped}
+    start = {n: rand(n) for n in model.spec.names if n not in data}
+    return data, start
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_grouped_inference_equals_per_node_on_random_dags(seed: int) -> None:
+    """Mixed column sizes, activations and output nonlinearities, several edges into one child
+    within a group, an input column, precisions away from 1: the batched kernel's states and
+    free-energy trace equal the node-by-node computation."""
+    gen = torch.Generator().manual_seed(seed)
+    model = PCModel(from_networkx(random_dag(seed, n_nodes=14)), generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    assert len({g.dim for g in model.groups}) > 1
+    observed = [n.name for n in model.spec.nodes if n.kind == "observed"]
+    data, start = _clamp_and_start(model, 6, gen, ["inp", *observed[:2]])
+    beliefs = infer(model, data, InferenceConfig(steps=12, lr=0.05, init="zeros"), start=start)
+    z, trace = per_node_descent(model, data, start, 12, 0.05)
+    for n in model.spec.names:
+        assert torch.allclose(beliefs[n], z[n], rtol=1e-9, atol=1e-10), n
+    assert torch.allclose(beliefs.trace, trace, rtol=1e-9, atol=1e-10)
+
+
+def test_random_dags_exercise_stacked_edge_groups() -> None:
+    """The DAGs above include edge groups of several edges (the batched bmm, index adds)."""
+    stacked = [any(len(e.edges) > 1 for e in PCModel(from_networkx(random_dag(s, n_nodes=14))).edge_groups)
+               for s in range(8)]
+    assert sum(stacked) >= 4
+
+
+def test_sheet_inference_equals_per_node() -> None:
+    gen = torch.Generator().manual_seed(3)
+    model = PCModel(sheet((3, 5, 8), dim=4, fan_in=2), generator=gen, dtype=torch.float64)
+    bottom = [n for n in model.spec.names if n.startswith("L2_")]
+    data, start = _clamp_and_start(model, 4, gen, bottom)
+    beliefs = infer(model, data, InferenceConfig(steps=10, lr=0.1, init="zeros"), start=start)
+    z, trace = per_node_descent(model, data, start, 10, 0.1)
+    for n in model.spec.names:
+        assert torch.allclose(beliefs[n], z[n], rtol=1e-9, atol=1e-10), n
+    assert torch.allclose(beliefs.trace, trace, rtol=1e-9, atol=1e-10)
+
+
+def test_forward_fill_equals_a_full_prediction_per_generation() -> None:
+    """The per-generation fill computes only the edges into each generation; the result is
+    what one full prediction pass per generation gives."""
+    for seed in range(4):
+        gen = torch.Generator().manual_seed(seed)
+        model = PCModel(from_networkx(random_dag(seed)), generator=gen, dtype=torch.float64)
+        data, _ = _clamp_and_start(model, 3, gen, ["inp"])
+        drive = model.drive(3)
+        z = model.fill(model.to_grouped(data, 3), drive, frozenset(data))
+        ref = model.to_grouped(data, 3)
+        for generation in model.spec.generations():
+            _, mu = model.predict(ref, drive)
+            for n in generation:
+                if n not in data:
+                    k, i = model.slot[n]
+                    ref[k][i] = mu[k][i]
+        for a, b in zip(z, ref):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_inference_equals_eager() -> None:
+    """compile=True runs the same K iterations as one compiled unit: same states and trace to
+    float32 rounding, on a DAG with index-selected edge groups."""
+    gen = torch.Generator().manual_seed(1)
+    model = PCModel(from_networkx(random_dag(1)), generator=gen)
+    observed = [n.name for n in model.spec.nodes if n.kind == "observed"]
+    data, start = _clamp_and_start(model, 8, gen, ["inp", *observed])
+    eager = infer(model, data, InferenceConfig(steps=6, lr=0.05, init="zeros"), start=start)
+    compiled = infer(model, data, InferenceConfig(steps=6, lr=0.05, init="zeros", compile=True), start=start)
+    for a, b in zip(eager.z, compiled.z):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(eager.trace, compiled.trace, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="compile=True cannot stop early"):
+        InferenceConfig(compile=True, tol=1e-3)
+
+
+def test_divergence_between_checks_is_replayed_to_its_step() -> None:
+    """The divergence check reads the device every check_every iterations; the step it
+    reports is the first non-finite one all the same."""
+    g = nx.DiGraph()
+    g.add_node("s", dim=2)
+    g.add_node("x", dim=2, kind="observed", precision=1e3)
+    g.add_edge("s", "x")
+    model = PCModel(g)
+    with torch.no_grad():
+        model.weight("s", "x").copy_(torch.eye(2) * 10)
+    steps = {}
+    for every in (1, 8, 64):
+        with pytest.raises(InferenceDivergedError) as info:
+            infer(model, {"x": torch.ones(3, 2) * 100},
+                  InferenceConfig(steps=200, lr=1.0, init="zeros", check_every=every))
+        steps[every] = (info.value.node, info.value.step)
+    assert steps[1] == steps[8] == steps[64] and steps[1][0] == "s"
+
+
+def test_sheet_is_local_and_checked() -> None:
+    g = sheet((64, 192, 768))
+    assert g.number_of_nodes() == 1024
+    assert all(g.in_degree(n) == 3 for n in g if not n.startswith("L0_"))
+    # local: the parents of a column sit next to each other on the level above
+    parents = sorted(int(p.split("_")[1]) for p in g.predecessors("L2_400"))
+    assert max(parents) - min(parents) == 2 and abs(parents[1] - 400 * 192 / 768) < 2
+    model = PCModel(g)
+    assert len(model.groups) == 2 and len(model.edge_groups) == 2
+    with pytest.raises(ValueError, match="at least two levels"):
+        sheet((4,))
+    with pytest.raises(ValueError, match="fan_in"):
+        sheet((2, 4), fan_in=0)
