@@ -104,6 +104,9 @@ MONITORS: tuple[Monitor, ...] = (
     Monitor("rl/update_env_step", "(update,)", "steps", "environment steps taken at the update"),
     Monitor("rl/final_eval_returns", "(episode,)", "reward",
             "returns of the final deterministic evaluation episodes", static=True),
+    Monitor("rl/best_eval_returns", "(episode,)", "reward",
+            "returns of the networks kept at the best periodic evaluation (keep_best), on "
+            "fresh deterministic episodes", static=True),
 
     # The cortex: columns (nodes) of the predictive-coding DAG and its free energy.
     Monitor("cortex/{node}/z", "(step, env, d_node)", "a.u.", "state z of column {node}"),

@@ -26,6 +26,7 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 from basal_ganglia.returns import ESTIMATORS, td_errors
 from basal_ganglia.striatum import read_cortex
@@ -69,14 +70,19 @@ class Agent:
     environment steps for an environment that emits `info["reward_bases"]` (DQN only): the
     critics learn a value per basis, the agent acts and counts its returns by Σ_i α_i r_i with
     the α of the current step. `num_steps` counts environment steps over every `learn` call.
+    keep_best: at every periodic evaluation that scores at least as well as the best so far,
+    keep a copy of the learned networks (`best`: score, env step, state), which
+    `restore_best` puts back — as Stable-Baselines3's EvalCallback keeps its best model.
     """
 
     def __init__(self, algo_cls, cfg, env, *, seed: int = 0, device="cpu", perception=None,
-                 state_nodes: tuple[str, ...] | None = None, motivation=None):
+                 state_nodes: tuple[str, ...] | None = None, motivation=None,
+                 keep_best: bool = False):
         if not isinstance(cfg, algo_cls.config_cls):
             raise ValueError(f"{algo_cls.name} needs a {algo_cls.config_cls.__name__}, got "
                              f"{type(cfg).__name__}")
         self.cfg, self.seed, self.device = cfg, seed, torch.device(device)
+        self.keep_best, self.best = keep_best, None
         self.make_env = env_factory(env)
         self.env = self.make_env()
         self.action_space = self.env.action_space
@@ -222,6 +228,33 @@ class Agent:
         loop(self, steps, recorder=recorder, progress=progress, callback=callback,
              eval_every=eval_every, eval_episodes=eval_episodes)
         return self
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """Every torch module the policy depends on: the algorithm's networks and the
+        perception's (found among their attributes)."""
+        found = {}
+        for owner, obj in (("algo", self.algo), ("perception", self.perception)):
+            for name, value in vars(obj).items():
+                if isinstance(value, nn.Module):
+                    found[f"{owner}.{name}"] = value
+        return found
+
+    def snapshot(self) -> dict[str, dict]:
+        """A copy of the learned parameters and buffers of every module (`_modules`)."""
+        return {k: copy.deepcopy(m.state_dict()) for k, m in self._modules().items()}
+
+    def restore(self, snapshot: dict[str, dict]) -> None:
+        for k, m in self._modules().items():
+            m.load_state_dict(snapshot[k])
+
+    def restore_best(self) -> tuple[float, int] | None:
+        """Put back the state of the best periodic evaluation (`keep_best`); returns its score
+        and env step, or None when nothing was kept."""
+        if self.best is None:
+            return None
+        score, step, state = self.best
+        self.restore(state)
+        return score, step
 
     def evaluate(self, episodes: int = 5, *, seed: int | None = None) -> np.ndarray:
         """Returns of `episodes` episodes with deterministic actions on a fresh env copy."""
@@ -598,7 +631,11 @@ def record_replay(recorder, memory: ReplayMemory, replayed: list[np.ndarray]) ->
 
 def maybe_evaluate(agent: Agent, recorder, before: int, after: int, every: int,
                    episodes: int) -> None:
-    """Evaluate when the step count crossed a multiple of `every` between `before` and `after`."""
+    """Evaluate when the step count crossed a multiple of `every` between `before` and `after`;
+    with `agent.keep_best`, keep a copy of the learned state at the best evaluation so far."""
     if recorder is not None and every and after // every > before // every:
-        recorder.append("rl/eval_return", float(agent.evaluate(episodes).mean()))
+        score = float(agent.evaluate(episodes).mean())
+        recorder.append("rl/eval_return", score)
         recorder.append("rl/eval_env_step", after)
+        if agent.keep_best and (agent.best is None or score >= agent.best[0]):
+            agent.best = (score, after, agent.snapshot())

@@ -273,10 +273,12 @@ def section_cuda(rounds: int, sizes: list[tuple[int, int]]) -> None:
                   f"{100 * frac:.1f} % |")
 
 
+SECTIONS = ("iteration", "sheet", "scaling", "cuda")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", default=["iteration", "sheet", "scaling", "cuda"],
-                        choices=["iteration", "sheet", "scaling", "cuda"])
+    parser.add_argument("sections", nargs="*", help=f"any of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--sizes", nargs="+", default=["256x512", "64x256", "32x128"], help="BxWIDTH")
     parser.add_argument("--batch", type=int, default=32, help="batch of the scaling and sheet sections")
     parser.add_argument("--rounds", type=int, default=30)
@@ -285,11 +287,14 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled path (it compiles per shape)")
     parser.add_argument("--figure", help="save the scaling figure here (PNG)")
     args = parser.parse_args()
+    for section in args.sections:
+        if section not in SECTIONS:
+            parser.error(f"unknown section {section!r}; choose from {', '.join(SECTIONS)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes]
     compiled = not args.no_compile
-    for section in args.sections:
+    for section in args.sections or SECTIONS:
         if section == "iteration":
             section_iteration(sizes, args.rounds, device, compiled)
         elif section == "sheet":

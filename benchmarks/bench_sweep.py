@@ -4,7 +4,9 @@ The runs are `pc-digits` with one epoch of a small network (a grid of 2 hidden w
 batch sizes × 4 seeds). The runs' own time is each run's ``wall_time_s`` (the runner's clock
 around the simulation, inside its worker); the sweep's is the wall clock of
 ``sims.sweep.sweep`` from the call to its return, worker start-up, scheduling and the index
-included. With 2 workers the ideal is the runs' time / 2; the ratio says what the sweep adds.
+included, with the simulations already imported in this process (as `brainloop sweep` has
+them before it sweeps). With 2 workers the ideal is the runs' time / 2; the ratio says what
+the sweep adds.
 
     python benchmarks/bench_sweep.py [--workers 2] [--epochs 1]
 """
@@ -14,6 +16,7 @@ import argparse
 import tempfile
 import time
 
+import sims.runner  # noqa: F401  (what the command line has loaded before it sweeps)
 from sims.sweep import sweep
 
 

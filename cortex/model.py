@@ -460,19 +460,40 @@ class Evaluation:
         return sum(e.sum(0) for e in self.energies)
 
 
-def _select(x: Tensor, sel: slice | Tensor | None) -> Tensor:
-    """The entries of an edge group's side of a node group: all (None), a view, or a gather."""
-    return x if sel is None else x[sel] if isinstance(sel, slice) else x.index_select(0, sel)
+def _select(x: Tensor, sel: slice | Tensor | None, out: Tensor | None = None) -> Tensor:
+    """The entries of an edge group's side of a node group: all (None), a view, or a gather
+    (into ``out`` when given: a fresh buffer of many megabytes costs more than the copy)."""
+    if sel is None:
+        return x
+    if isinstance(sel, slice):
+        return x[sel]
+    return x.index_select(0, sel) if out is None else torch.index_select(x, 0, sel, out=out)
 
 
-def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, alpha: float = 1.0) -> None:
-    """target[sel] += alpha * a @ b, in place (scatter-add for an index)."""
+def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, alpha: float = 1.0,
+              out: Tensor | None = None) -> None:
+    """target[sel] += alpha * a @ b, in place (scatter-add for an index, the product going
+    through ``out`` when given)."""
     if sel is None:
         target.baddbmm_(a, b, alpha=alpha)
     elif isinstance(sel, slice):
         target[sel].baddbmm_(a, b, alpha=alpha)
     else:
-        target.index_add_(0, sel, torch.bmm(a, b), alpha=alpha)
+        target.index_add_(0, sel, torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out), alpha=alpha)
+
+
+class _Workspace:
+    """Buffers an iteration reuses for its gathers and scattered products, one per use and
+    shape, made on first use (the batch is known only then)."""
+
+    def __init__(self) -> None:
+        self.buffers: dict = {}
+
+    def __call__(self, key, shape: tuple[int, ...], like: Tensor) -> Tensor:
+        buf = self.buffers.get(key)
+        if buf is None or buf.shape != shape or buf.dtype != like.dtype or buf.device != like.device:
+            buf = self.buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
 
 class IterationPlan:
@@ -498,15 +519,18 @@ class IterationPlan:
         self.silent = [zero for zero, _ in flags]
         self.precision = [None if one else p for p, (_, one) in zip(precision, flags)]
         self.forward, self.backward = [], []
-        for eg, w, sels, src_full, dst_full in zip(model.edge_groups, model.weights, model._selectors,
-                                                   model._src_full, model._dst_full):
+        self.workspace = _Workspace()
+        for eg, param, sels, src_full, dst_full in zip(model.edge_groups, model.weights, model._selectors,
+                                                       model._src_full, model._dst_full):
             if eg.source != "state":
                 continue
             src_sel, dst_sel = (s if isinstance(s, slice) else getattr(model, s) for s in sels)
-            w = w.detach()
+            w = param.detach()
             sign = -1.0 if self.g[eg.dst] is None else 1.0
+            # W^T as its own contiguous copy (once per call): the batched matmul runs faster on
+            # it than on a transposed view (~10 % at B=256, width 512, one CPU thread)
             self.forward.append((eg.src, eg.dst, None if src_full else src_sel,
-                                 None if dst_full else dst_sel, w.transpose(1, 2), sign))
+                                 None if dst_full else dst_sel, w.transpose(1, 2).contiguous(), sign))
             if self.active[eg.src] and not self.silent[eg.dst]:
                 self.backward.append((eg.src, eg.dst, None if src_full else src_sel,
                                       None if dst_full else dst_sel, w))
@@ -522,9 +546,14 @@ class IterationPlan:
         fz = [zg if f is None else f.fn(zg) for f, zg in zip(self.f, z)]
         acc = [None if silent else zg - d if g is None else d.expand_as(zg).clone()
                for silent, g, zg, d in zip(self.silent, self.g, z, drive)]
-        for src, dst, src_sel, dst_sel, wt, sign in self.forward:
+        space = self.workspace
+        for i, (src, dst, src_sel, dst_sel, wt, sign) in enumerate(self.forward):
             if acc[dst] is not None:
-                _bmm_into(acc[dst], dst_sel, _select(fz[src], src_sel), wt, sign)
+                e, batch = wt.shape[0], z[src].shape[1]
+                x = _select(fz[src], src_sel, None if isinstance(src_sel, (slice, type(None)))
+                            else space(("x", i), (e, batch, wt.shape[1]), z[src]))
+                _bmm_into(acc[dst], dst_sel, x, wt, sign, None if isinstance(dst_sel, (slice, type(None)))
+                          else space(("y", i), (e, batch, wt.shape[2]), z[dst]))
         eps, weighted, h = [], [], []
         for g, p, zg, a in zip(self.g, self.precision, z, acc):
             if a is None:
@@ -542,14 +571,17 @@ class IterationPlan:
         if not gradient:
             return fz, eps, weighted, h, [None] * len(z)
         back: list[Tensor | None] = [None] * len(z)
-        for src, dst, src_sel, dst_sel, w in self.backward:
-            hd = _select(h[dst], dst_sel)
+        for i, (src, dst, src_sel, dst_sel, w) in enumerate(self.backward):
+            e, batch = w.shape[0], z[src].shape[1]
+            hd = _select(h[dst], dst_sel, None if isinstance(dst_sel, (slice, type(None)))
+                         else space(("h", i), (e, batch, w.shape[1]), z[dst]))
             if back[src] is None and src_sel is None:
                 back[src] = torch.bmm(hd, w)
                 continue
             if back[src] is None:
                 back[src] = torch.zeros_like(z[src])
-            _bmm_into(back[src], src_sel, hd, w)
+            _bmm_into(back[src], src_sel, hd, w, 1.0, None if isinstance(src_sel, (slice, type(None)))
+                      else space(("b", i), (e, batch, w.shape[2]), z[src]))
         grad = []
         for act, f, zg, fzg, pe, bk in zip(self.active, self.f, z, fz, weighted, back):
             if not act:

@@ -19,11 +19,14 @@ Recorded per environment step: `env/*`; `cortex/{x,s,...}/{z,error,energy}`,
 (δ of the step's transition). Per update:
 `rl/loss/*`, `basal_ganglia/action_free_energy/*`, `hippocampus/{size,sample_age}`; per
 world-model update: `cortex/world_model/loss/{prediction_error,free_energy}`. Episodes and
-evaluations: `rl/*`. At the end: `rl/final_eval_returns` and
+evaluations: `rl/*`. At the end: `rl/final_eval_returns` (the last networks),
+`rl/best_eval_returns` (with `keep_best`) and
 `cortex/imagination/{imagined,actual}` (imagined futures of a few replayed windows against
 what happened).
 
-Summary: `final_mean_return` (mean of `eval_episodes` deterministic episodes at the end),
+Summary: `final_mean_return` (mean of `eval_episodes` deterministic episodes at the end; with
+`keep_best`, of the networks kept at the best periodic evaluation, on fresh episodes, beside
+`last_mean_return` of the last networks and `best_env_step`),
 `env_steps`, `world_model_error` (mean squared one-step prediction error of x on 256 replayed
 windows at the end; nan without a world model), `steps_per_second` (environment steps per
 second of training), and `time_share_{part}`, the share of the training loop's time spent in
@@ -66,6 +69,9 @@ class AgentConfig:
     steps: int = param(50_000, "environment steps of training", ge=1)
     eval_every: int = param(5000, "env steps between evaluations (0 = only at the end)", ge=0)
     eval_episodes: int = param(10, "deterministic evaluation episodes", ge=1)
+    keep_best: bool = param(False, "keep the networks of the best periodic evaluation and "
+                            "evaluate those at the end, on fresh episodes (as SB3's "
+                            "EvalCallback best model); the last networks' score is recorded too")
     perception: str = param("cortex", "cortex: temporal PC (section cortex.*); raw: the "
                             "observation itself (column x)", choices=("cortex", "raw"))
     state_nodes: tuple[str, ...] = param(("x", "s"), "columns the policy and critics read")
@@ -146,7 +152,7 @@ def build_agent(cfg: AgentConfig, *, seed: int = 0, device="cpu") -> Agent:
     env.close()
     return Agent(ALGORITHMS[cfg.algo], cfg.algorithm, lambda: make_env(cfg, seed), seed=seed,
                  device=device, perception=perception, state_nodes=cfg.state_nodes,
-                 motivation=motivation)
+                 motivation=motivation, keep_best=cfg.keep_best)
 
 
 def run(cfg: AgentConfig, ctx) -> dict:
@@ -161,6 +167,14 @@ def run(cfg: AgentConfig, ctx) -> dict:
     ctx.recorder.write("rl/final_eval_returns", returns)
     figures = dict(final_mean_return=float(returns.mean()), env_steps=int(agent.num_steps),
                    world_model_error=float("nan"), steps_per_second=agent.num_steps / elapsed)
+    if cfg.keep_best:
+        kept = agent.restore_best()
+        if kept is not None:
+            # fresh episodes: the periodic evaluations that chose this state used others
+            best = agent.evaluate(cfg.eval_episodes, seed=int(ctx.seed) + 20_000)
+            ctx.recorder.write("rl/best_eval_returns", best)
+            figures.update(last_mean_return=figures["final_mean_return"],
+                           final_mean_return=float(best.mean()), best_env_step=kept[1])
     perception = agent.perception
     if perception.has_memory:
         rng = np.random.default_rng(int(ctx.seed) + 1)

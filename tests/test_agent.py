@@ -206,3 +206,34 @@ def test_the_amortised_recogniser_saves_inference_iterations() -> None:
     cold.perceive(x)
     from_prior = cold.activity()["cortex/inference_iterations"].float().mean()
     assert amortised <= 0.75 * from_prior, (amortised, from_prior)
+
+
+def test_keep_best_restores_the_networks_of_the_best_evaluation(tmp_path) -> None:
+    """keep_best: the final score is that of the networks kept at the best periodic evaluation,
+    on fresh episodes; the last networks' score is recorded beside it."""
+    out = tmp_path / "best.h5"
+    figures = run_simulation("agent", out=out, seed=2, quiet=True,
+                             overrides=ENVS["discrete"] + TINY_CORTEX + ["keep_best=true", "eval_every=40"])
+    with Recording(out) as rec:
+        evals, steps = rec["rl/eval_return"][()], rec["rl/eval_env_step"][()]
+        assert len(evals) == 4 and len(rec["rl/best_eval_returns"]) == 1
+        best = len(evals) - 1 - int(np.argmax(evals[::-1]))  # the last of equal best scores
+        assert figures["best_env_step"] == steps[best]
+        assert figures["last_mean_return"] == pytest.approx(rec["rl/final_eval_returns"][()].mean())
+        assert figures["final_mean_return"] == pytest.approx(rec["rl/best_eval_returns"][()].mean())
+
+
+def test_snapshot_and_restore_round_trip() -> None:
+    agent = make_agent("dqn", "CartPole-v1", seed=0, hidden=(8,), learning_starts=10, batch_size=8,
+                       train_freq=2, gradient_steps=1)
+    saved = agent.snapshot()
+    agent.learn(60)
+    modules = agent._modules()
+    assert modules, "the DQN agent has torch modules to keep"
+    changed = any(not torch.equal(a, b) for k, m in modules.items()
+                  for a, b in zip(m.state_dict().values(), saved[k].values()))
+    assert changed
+    agent.restore(saved)
+    for k, m in agent._modules().items():
+        for a, b in zip(m.state_dict().values(), saved[k].values()):
+            assert torch.equal(a, b), k
