@@ -231,6 +231,8 @@ def section_scaling(rounds: int, device, batch: int, figure: str | None) -> None
             xs = [r[0] for r in rows]
             ax.loglog(xs, [r[-2] * 1e3 for r in rows], "o-", label="iteration (eager)")
             ax.loglog(xs, [r[-1] * 1e3 for r in rows], "s--", label="bound (its matmuls)")
+            ax.set_xticks(xs, [str(x) for x in xs])
+            ax.minorticks_off()
             ax.set_xlabel(label)
             ax.set_ylabel("ms per iteration")
             ax.grid(True, which="both", alpha=0.3)

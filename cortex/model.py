@@ -460,26 +460,31 @@ class Evaluation:
         return sum(e.sum(0) for e in self.energies)
 
 
-def _select(x: Tensor, sel: slice | Tensor | None, out: Tensor | None = None) -> Tensor:
+def _select(x: Tensor, sel: slice | Tensor | None, space: "_Workspace | None" = None, key=None) -> Tensor:
     """The entries of an edge group's side of a node group: all (None), a view, or a gather
-    (into ``out`` when given: a fresh buffer of many megabytes costs more than the copy)."""
+    (into a reused buffer of ``space`` when given: a fresh tensor of many megabytes per
+    iteration costs more than the copy)."""
     if sel is None:
         return x
     if isinstance(sel, slice):
         return x[sel]
-    return x.index_select(0, sel) if out is None else torch.index_select(x, 0, sel, out=out)
+    if space is None:
+        return x.index_select(0, sel)
+    return torch.index_select(x, 0, sel, out=space(key, (len(sel), *x.shape[1:]), x))
 
 
 def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, alpha: float = 1.0,
-              out: Tensor | None = None) -> None:
-    """target[sel] += alpha * a @ b, in place (scatter-add for an index, the product going
-    through ``out`` when given)."""
+              space: "_Workspace | None" = None, key=None) -> None:
+    """target[sel] += alpha * a @ b, in place (a scatter-add for an index, the product going
+    through a reused buffer of ``space`` when given)."""
     if sel is None:
         target.baddbmm_(a, b, alpha=alpha)
     elif isinstance(sel, slice):
         target[sel].baddbmm_(a, b, alpha=alpha)
     else:
-        target.index_add_(0, sel, torch.bmm(a, b) if out is None else torch.bmm(a, b, out=out), alpha=alpha)
+        product = torch.bmm(a, b) if space is None else torch.bmm(
+            a, b, out=space(key, (a.shape[0], a.shape[1], b.shape[2]), a))
+        target.index_add_(0, sel, product, alpha=alpha)
 
 
 class _Workspace:
@@ -549,11 +554,8 @@ class IterationPlan:
         space = self.workspace
         for i, (src, dst, src_sel, dst_sel, wt, sign) in enumerate(self.forward):
             if acc[dst] is not None:
-                e, batch = wt.shape[0], z[src].shape[1]
-                x = _select(fz[src], src_sel, None if isinstance(src_sel, (slice, type(None)))
-                            else space(("x", i), (e, batch, wt.shape[1]), z[src]))
-                _bmm_into(acc[dst], dst_sel, x, wt, sign, None if isinstance(dst_sel, (slice, type(None)))
-                          else space(("y", i), (e, batch, wt.shape[2]), z[dst]))
+                x = _select(fz[src], src_sel, space, ("x", i))
+                _bmm_into(acc[dst], dst_sel, x, wt, sign, space, ("y", i))
         eps, weighted, h = [], [], []
         for g, p, zg, a in zip(self.g, self.precision, z, acc):
             if a is None:
@@ -572,16 +574,13 @@ class IterationPlan:
             return fz, eps, weighted, h, [None] * len(z)
         back: list[Tensor | None] = [None] * len(z)
         for i, (src, dst, src_sel, dst_sel, w) in enumerate(self.backward):
-            e, batch = w.shape[0], z[src].shape[1]
-            hd = _select(h[dst], dst_sel, None if isinstance(dst_sel, (slice, type(None)))
-                         else space(("h", i), (e, batch, w.shape[1]), z[dst]))
+            hd = _select(h[dst], dst_sel, space, ("h", i))
             if back[src] is None and src_sel is None:
                 back[src] = torch.bmm(hd, w)
                 continue
             if back[src] is None:
                 back[src] = torch.zeros_like(z[src])
-            _bmm_into(back[src], src_sel, hd, w, 1.0, None if isinstance(src_sel, (slice, type(None)))
-                      else space(("b", i), (e, batch, w.shape[2]), z[src]))
+            _bmm_into(back[src], src_sel, hd, w, 1.0, space, ("b", i))
         grad = []
         for act, f, zg, fzg, pe, bk in zip(self.active, self.f, z, fz, weighted, back):
             if not act:
