@@ -178,7 +178,7 @@ def run_sequence(
             z, ev, trace = descend(model, z, free, config, evaluate.step, evaluate)
 
         if optimizer is not None:
-            model.accumulate_grads(z, evaluate.drive, past=evaluate.past, action=prev_actions)
+            model.accumulate_grads(z, evaluate.drive, past=evaluate.past, action=prev_actions, evaluation=ev)
             if online:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -35,3 +35,19 @@ def random_dag(seed: int, n_nodes: int = 7, *, temporal: bool = False, action_di
     g.add_node("inp", dim=3, kind="input", activation="tanh")
     g.add_edge("inp", names[1])
     return g
+
+
+def diverging_model():
+    """s -> x with a gain of 10 and a precise x: inference at lr 1 from zeros blows up at s."""
+    import torch
+
+    from cortex import PCModel
+
+    g = nx.DiGraph()
+    g.add_node("s", dim=2)
+    g.add_node("x", dim=2, kind="observed", precision=1e3)
+    g.add_edge("s", "x")
+    model = PCModel(g)
+    with torch.no_grad():
+        model.weight("s", "x").copy_(torch.eye(2) * 10)
+    return model

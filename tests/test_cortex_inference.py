@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cortex import InferenceConfig, InferenceDivergedError, PCModel, Recognizer, chain, infer
-from tests.helpers_cortex import random_dag
+from tests.helpers_cortex import diverging_model, random_dag
 
 
 def test_linear_gaussian_posterior_mean(device) -> None:
@@ -99,13 +99,7 @@ def test_amortised_without_recogniser_is_a_clear_error() -> None:
 
 
 def test_divergence_names_node_and_step() -> None:
-    g = nx.DiGraph()
-    g.add_node("s", dim=2)
-    g.add_node("x", dim=2, kind="observed", precision=1e3)
-    g.add_edge("s", "x")
-    model = PCModel(g)
-    with torch.no_grad():
-        model.weight("s", "x").copy_(torch.eye(2) * 10)
+    model = diverging_model()
     with pytest.raises(InferenceDivergedError, match=r"node 's' on inference step \d+"):
         infer(model, {"x": torch.ones(3, 2) * 100}, InferenceConfig(steps=200, lr=1.0, init="zeros"))
 

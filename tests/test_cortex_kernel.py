@@ -1,13 +1,12 @@
 """The grouped inference kernel (and its compiled form) equals the per-node computation."""
 from __future__ import annotations
 
-import networkx as nx
 import pytest
 import torch
 
 from cortex import InferenceConfig, PCModel, from_networkx, get_activation, infer, sheet
 from cortex.inference import InferenceDivergedError
-from tests.helpers_cortex import random_dag
+from tests.helpers_cortex import diverging_model, random_dag
 
 
 def per_node_descent(model: PCModel, data: dict, start: dict, steps: int, lr: float):
@@ -60,6 +59,14 @@ def _clamp_and_start(model: PCModel, batch: int, gen: torch.Generator, clamped: 
     return data, start
 
 
+def _assert_kernel_equals_reference(model: PCModel, data: dict, start: dict, steps: int, lr: float) -> None:
+    beliefs = infer(model, data, InferenceConfig(steps=steps, lr=lr, init="zeros"), start=start)
+    z, trace = per_node_descent(model, data, start, steps, lr)
+    for n in model.spec.names:
+        assert torch.allclose(beliefs[n], z[n], rtol=1e-9, atol=1e-10), n
+    assert torch.allclose(beliefs.trace, trace, rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_grouped_inference_equals_per_node_on_random_dags(seed: int) -> None:
     """Mixed column sizes, activations and output nonlinearities, several edges into one child
@@ -72,12 +79,7 @@ def test_grouped_inference_equals_per_node_on_random_dags(seed: int) -> None:
             p.add_(0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     assert len({g.dim for g in model.groups}) > 1
     observed = [n.name for n in model.spec.nodes if n.kind == "observed"]
-    data, start = _clamp_and_start(model, 6, gen, ["inp", *observed[:2]])
-    beliefs = infer(model, data, InferenceConfig(steps=12, lr=0.05, init="zeros"), start=start)
-    z, trace = per_node_descent(model, data, start, 12, 0.05)
-    for n in model.spec.names:
-        assert torch.allclose(beliefs[n], z[n], rtol=1e-9, atol=1e-10), n
-    assert torch.allclose(beliefs.trace, trace, rtol=1e-9, atol=1e-10)
+    _assert_kernel_equals_reference(model, *_clamp_and_start(model, 6, gen, ["inp", *observed[:2]]), 12, 0.05)
 
 
 def test_random_dags_exercise_stacked_edge_groups() -> None:
@@ -91,12 +93,7 @@ def test_sheet_inference_equals_per_node() -> None:
     gen = torch.Generator().manual_seed(3)
     model = PCModel(sheet((3, 5, 8), dim=4, fan_in=2), generator=gen, dtype=torch.float64)
     bottom = [n for n in model.spec.names if n.startswith("L2_")]
-    data, start = _clamp_and_start(model, 4, gen, bottom)
-    beliefs = infer(model, data, InferenceConfig(steps=10, lr=0.1, init="zeros"), start=start)
-    z, trace = per_node_descent(model, data, start, 10, 0.1)
-    for n in model.spec.names:
-        assert torch.allclose(beliefs[n], z[n], rtol=1e-9, atol=1e-10), n
-    assert torch.allclose(beliefs.trace, trace, rtol=1e-9, atol=1e-10)
+    _assert_kernel_equals_reference(model, *_clamp_and_start(model, 4, gen, bottom), 10, 0.1)
 
 
 def test_forward_fill_equals_a_full_prediction_per_generation() -> None:
@@ -138,13 +135,7 @@ def test_compiled_inference_equals_eager() -> None:
 def test_divergence_between_checks_is_replayed_to_its_step() -> None:
     """The divergence check reads the device every check_every iterations; the step it
     reports is the first non-finite one all the same."""
-    g = nx.DiGraph()
-    g.add_node("s", dim=2)
-    g.add_node("x", dim=2, kind="observed", precision=1e3)
-    g.add_edge("s", "x")
-    model = PCModel(g)
-    with torch.no_grad():
-        model.weight("s", "x").copy_(torch.eye(2) * 10)
+    model = diverging_model()
     steps = {}
     for every in (1, 8, 64):
         with pytest.raises(InferenceDivergedError) as info:
