@@ -487,6 +487,17 @@ def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, 
         target.index_add_(0, sel, product, alpha=alpha)
 
 
+def _runs(rows: list[int]) -> list[slice]:
+    """Ascending row numbers as the fewest slices: [0, 1, 2, 5] -> [0:3, 5:6]."""
+    runs: list[slice] = []
+    for r in rows:
+        if runs and runs[-1].stop == r:
+            runs[-1] = slice(runs[-1].start, r + 1)
+        else:
+            runs.append(slice(r, r + 1))
+    return runs
+
+
 class _Workspace:
     """Buffers an iteration reuses for its gathers and scattered products, one per use and
     shape, made on first use (the batch is known only then)."""
@@ -539,6 +550,22 @@ class IterationPlan:
             if self.active[eg.src] and not self.silent[eg.dst]:
                 self.backward.append((eg.src, eg.dst, None if src_full else src_sel,
                                       None if dst_full else dst_sel, w))
+        # The back-projection into a group is written, not added, by an edge group whose source
+        # rows are a slice no earlier edge group touched; every row not first written that way
+        # is zeroed before the first product lands (a scatter-add needs zeros beneath it).
+        self.write: list[bool] = []
+        written: dict[int, list[bool | None]] = {}  # per row: None untouched, True written, False zeroed
+        for src, _, src_sel, _, _ in self.backward:
+            rows = written.setdefault(src, [None] * len(groups[src].names))
+            span = range(len(rows)) if src_sel is None else (
+                range(src_sel.start, src_sel.stop) if isinstance(src_sel, slice) else None)
+            fresh = span is not None and all(rows[r] is None for r in span)
+            self.write.append(fresh)
+            for r in span if span is not None else range(len(rows)):
+                if rows[r] is None:
+                    rows[r] = fresh
+        self.zero = {src: _runs([r for r, state in enumerate(rows) if not state])
+                     for src, rows in written.items()}
 
     def run(self, z: Grouped, drive: Grouped, gradient: bool = True) -> tuple[Grouped, list, list, Grouped, list]:
         """Rates f(z), errors eps, Pi eps, the error sent back h = g'(a) Pi eps, and dF/dz
@@ -575,12 +602,14 @@ class IterationPlan:
         back: list[Tensor | None] = [None] * len(z)
         for i, (src, dst, src_sel, dst_sel, w) in enumerate(self.backward):
             hd = _select(h[dst], dst_sel, space, ("h", i))
-            if back[src] is None and src_sel is None:
-                back[src] = torch.bmm(hd, w)
-                continue
             if back[src] is None:
-                back[src] = torch.zeros_like(z[src])
-            _bmm_into(back[src], src_sel, hd, w, 1.0, space, ("b", i))
+                back[src] = torch.empty_like(z[src])
+                for rows in self.zero[src]:
+                    back[src][rows].zero_()
+            if self.write[i]:
+                torch.bmm(hd, w, out=back[src] if src_sel is None else back[src][src_sel])
+            else:
+                _bmm_into(back[src], src_sel, hd, w, 1.0, space, ("b", i))
         grad = []
         for act, f, zg, fzg, pe, bk in zip(self.active, self.f, z, fz, weighted, back):
             if not act:
