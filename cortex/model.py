@@ -536,11 +536,11 @@ class IterationPlan:
         self.precision = [None if one else p for p, (_, one) in zip(precision, flags)]
         self.forward, self.backward = [], []
         self.workspace = _Workspace()
-        for eg, param, sels, src_full, dst_full in zip(model.edge_groups, model.weights, model._selectors,
-                                                       model._src_full, model._dst_full):
+        for k, (eg, param, src_full, dst_full) in enumerate(zip(model.edge_groups, model.weights,
+                                                               model._src_full, model._dst_full)):
             if eg.source != "state":
                 continue
-            src_sel, dst_sel = (s if isinstance(s, slice) else getattr(model, s) for s in sels)
+            src_sel, dst_sel = model._ends(k)
             w = param.detach()
             sign = -1.0 if self.g[eg.dst] is None else 1.0
             # W^T as its own contiguous copy (once per call): the batched matmul runs faster on
