@@ -12,7 +12,9 @@ benchmarks/results/agent.jsonl. Each suite prints a markdown table of what it me
 - pendulum: Pendulum-v1 with the angular velocity hidden (observe=0,1), the full agent
   against the same agent with its temporal terms switched off (no U, no efference copy);
   final deterministic evaluation over 10 episodes, and the evaluations along the way;
-- cartpole: CartPole-v1, full observation, DQN reading the temporal PC state;
+- cartpole: CartPole-v1, full observation, DQN reading the temporal PC state, beside the same
+  DQN reading the raw observation; the networks of the best periodic evaluation are kept
+  (`keep_best`) and scored on fresh episodes, the last networks' score beside them;
 - replay: the masked pendulum with world-model learning from replay on and off
   (cortex.learn): the world model's one-step prediction error over training;
 - speed: environment steps per second of the full agent and of the raw-observation agent of
@@ -38,15 +40,18 @@ RUNS = ROOT / "runs" / "bench_agent"
 PENDULUM = ["algo=sac", "env=Pendulum-v1", "observe=0,1", "sac.learning_starts=2000", "sac.buffer_size=50000",
             "eval_every=5000", "eval_episodes=10"]
 NO_TEMPORAL = ["cortex.temporal=false", "cortex.efference_copy=false"]
+RAW = ["perception=raw", "state_nodes=x"]
+# DQN's last networks swing between ~30 and 500 from one evaluation to the next (raw
+# observation too): keep those of the best evaluation, scored at the end on fresh episodes
+CARTPOLE = ["algo=dqn", "env=CartPole-v1", "eval_every=5000", "eval_episodes=20", "keep_best=true",
+            "cortex.sequence_length=16"]
 SUITES = {
     # suite: {variant: (env steps, overrides)}
     "pendulum": {"full": (50_000, PENDULUM), "no_temporal": (50_000, PENDULUM + NO_TEMPORAL)},
-    "cartpole": {"full": (100_000, ["algo=dqn", "env=CartPole-v1", "eval_every=10000",
-                                    "eval_episodes=10", "cortex.sequence_length=16"])},
+    "cartpole": {"full": (100_000, CARTPOLE), "raw": (100_000, CARTPOLE + RAW)},
     "replay": {"learning": (20_000, PENDULUM), "no_learning": (20_000, PENDULUM + ["cortex.learn=false"])},
     "speed": {"full": (5_000, PENDULUM + ["eval_every=0", "eval_episodes=1", "imagine=0"]),
-              "raw": (5_000, PENDULUM + ["eval_every=0", "eval_episodes=1", "perception=raw",
-                                         "state_nodes=x"])},
+              "raw": (5_000, PENDULUM + ["eval_every=0", "eval_episodes=1"] + RAW)},
 }
 
 
@@ -81,13 +86,20 @@ def run_one(job: tuple[str, str, int, int | None, tuple[str, ...]]) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| suite | variant | seed | env steps | final eval return (10 ep.) | evaluations along the way "
-             "| world-model error | steps/s |", "|---|---|---|---|---|---|---|---|"]
+    kept = any("last_mean_return" in r for r in results)  # keep_best: kept and last networks
+    extra = " kept at | last networks |" if kept else ""
+    lines = ["| suite | variant | seed | env steps | final eval return | evaluations along the way "
+             f"| world-model error | steps/s |{extra}", "|---|---|---|---|---|---|---|---|"
+             + ("---|---|" if kept else "")]
     for r in results:
         evals = ", ".join(f"{s // 1000}k: {v:.0f}" for s, v in zip(r["eval_env_step"], r["eval_return"]))
-        lines.append(f"| {r['suite']} | {r['variant']} | {r['seed']} | {r['env_steps']} | "
-                     f"{r['final_mean_return']:.1f} | {evals} | {r['world_model_error']:.4g} | "
-                     f"{r['steps_per_second']:.1f} |")
+        row = (f"| {r['suite']} | {r['variant']} | {r['seed']} | {r['env_steps']} | "
+               f"{r['final_mean_return']:.1f} | {evals} | {r['world_model_error']:.4g} | "
+               f"{r['steps_per_second']:.1f} |")
+        if kept:
+            row += (f" {r['best_env_step'] // 1000}k | {r['last_mean_return']:.1f} |"
+                    if "last_mean_return" in r else " – | – |")
+        lines.append(row)
     by_variant: dict[tuple, list[float]] = {}
     for r in results:
         by_variant.setdefault((r["suite"], r["variant"]), []).append(r["final_mean_return"])

@@ -24,9 +24,9 @@ inference steps unrolled inside it as in PCX's examples):
   3. one weight update with the gradient of the energy wrt the LayerParams, scaled by
      1/batch, through ``optax.adam`` (``--w-lr``).
 
-Data: ``sklearn.datasets.load_digits`` (1797 images). A permutation drawn from
-``numpy.random.default_rng(seed)`` puts ceil(0.2 * 1797) = 360 digits in the test split and
-1437 in training. Features are standardised with the training split's mean and std; like
+Data: ``sklearn.datasets.load_digits`` (1797 images), split as brainloop's pc-digits splits it
+(scikit-learn's stratified ``train_test_split``, ``random_state=seed``): 360 digits in the test
+split and 1437 in training, the same digits on both sides. Features are standardised with the training split's mean and std; like
 brainloop's pc-digits the std gets +0.1 so the always-blank border pixels do not blow up.
 PCX nodes have a fixed batch shape, so each epoch (a fresh seeded shuffle) runs
 floor(1437 / 64) = 22 full batches of 64 (1408 samples; the 29 left over differ every
@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -179,17 +178,19 @@ def predict_batch(x: jax.Array, *, model: PCClassifier):
 # Data #################################################################################################################
 
 def load_split(test_fraction: float, seed: int):
+    """The split of brainloop's pc-digits (``sims.pc_digits.load_digits_split``): scikit-learn's
+    stratified ``train_test_split`` with ``random_state=seed``, so both projects are scored on
+    the same held-out digits."""
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
-    x = digits.data.astype(np.float32)
-    y = digits.target.astype(np.int32)
-    order = np.random.default_rng(seed).permutation(len(x))
-    n_test = math.ceil(test_fraction * len(x))
-    te, tr = order[:n_test], order[n_test:]
-    mean, scale = x[tr].mean(0), x[tr].std(0) + 0.1
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        digits.data.astype(np.float32), digits.target.astype(np.int32), test_size=test_fraction,
+        random_state=seed, stratify=digits.target)
+    mean, scale = x_tr.mean(0), x_tr.std(0) + 0.1
     standardise = lambda a: ((a - mean) / scale).astype(np.float32)  # noqa: E731
-    return standardise(x[tr]), y[tr], standardise(x[te]), y[te]
+    return standardise(x_tr), y_tr, standardise(x_te), y_te
 
 
 # Run ##################################################################################################################

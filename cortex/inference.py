@@ -40,7 +40,8 @@ class InferenceConfig:
     check_every: int = 8
     """Read the divergence check (is the free-energy trace finite?) every this many iterations."""
     compile: bool = False
-    """Run the K iterations as one ``torch.compile``d unit (CUDA graphs on a GPU). The first
+    """Run the K iterations as one ``torch.compile``d unit (CUDA graphs on a GPU, a C++ wrapper
+    around the kernels on a CPU). The first
     call per shape compiles (seconds to a minute); the numbers equal the eager loop's to float
     rounding. Not with ``tol`` (an early stop reads F on the host every iteration)."""
 
@@ -283,8 +284,11 @@ _COMPILED: dict[str, Callable] = {}
 
 def _compiled_loop(device_type: str) -> Callable:
     if device_type not in _COMPILED:
-        mode = "reduce-overhead" if device_type == "cuda" else None  # CUDA graphs on a GPU
-        _COMPILED[device_type] = torch.compile(_loop, fullgraph=True, dynamic=False, mode=mode)
+        if device_type == "cuda":  # CUDA graphs: the whole loop is one launch
+            kwargs = {"mode": "reduce-overhead"}
+        else:  # a C++ wrapper calls the kernels: at pc-digits' sizes ~15 % faster than Python's
+            kwargs = {"options": {"cpp_wrapper": True}}
+        _COMPILED[device_type] = torch.compile(_loop, fullgraph=True, dynamic=False, **kwargs)
     return _COMPILED[device_type]
 
 
