@@ -26,8 +26,9 @@ inference steps unrolled inside it as in PCX's examples):
 
 Data: ``sklearn.datasets.load_digits`` (1797 images), split as brainloop's pc-digits splits it
 (scikit-learn's stratified ``train_test_split``, ``random_state=seed``): 360 digits in the test
-split and 1437 in training, the same digits on both sides. Features are standardised with the training split's mean and std; like
-brainloop's pc-digits the std gets +0.1 so the always-blank border pixels do not blow up.
+split and 1437 in training, the same digits on both sides. Features are standardised with the
+training split's mean and std; like brainloop's pc-digits the std gets +0.1 so the always-blank
+border pixels do not blow up.
 PCX nodes have a fixed batch shape, so each epoch (a fresh seeded shuffle) runs
 floor(1437 / 64) = 22 full batches of 64 (1408 samples; the 29 left over differ every
 epoch). The test split is padded to a multiple of 64 and the padding is masked out of the

@@ -41,9 +41,9 @@ class InferenceConfig:
     """Read the divergence check (is the free-energy trace finite?) every this many iterations."""
     compile: bool = False
     """Run the K iterations as one ``torch.compile``d unit (CUDA graphs on a GPU, a C++ wrapper
-    around the kernels on a CPU). The first
-    call per shape compiles (seconds to a minute); the numbers equal the eager loop's to float
-    rounding. Not with ``tol`` (an early stop reads F on the host every iteration)."""
+    around the kernels on a CPU). The first call per shape compiles (seconds to a minute); the
+    numbers equal the eager loop's to float rounding. Not with ``tol`` (an early stop reads F on
+    the host every iteration)."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
