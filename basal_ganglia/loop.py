@@ -303,6 +303,9 @@ def to_env_action(space: gym.Space, a: np.ndarray):
 def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, callback=None,
                    eval_every: int = 0, eval_episodes: int = 5) -> None:
     """`steps` closed-loop steps with one environment and replay (DQN, DDPG, SVG(0), SAC)."""
+    # here, not at the top: importing basal_ganglia.agents imports this module
+    from basal_ganglia.agents.config import optimizers, scale_learning_rates
+
     algo, cfg, env, memory, perception = (agent.algo, agent.cfg, agent.env, agent.memory,
                                           agent.perception)
     key = f"{algo.name}.learning_rate"
@@ -388,6 +391,8 @@ def run_off_policy(agent: Agent, steps: int, *, recorder=None, progress=None, ca
                 agent.refresh()
         if t > cfg.learning_starts and t % cfg.train_freq == 0:
             with timed(agent, "updates"):
+                if cfg.anneal:
+                    scale_learning_rates(optimizers(algo), 1.0 - i / steps)
                 updates, replayed = [], []
                 for _ in range(cfg.gradient_steps):
                     batch = agent.replay_batch(cfg.batch_size)

@@ -48,7 +48,8 @@ CARTPOLE = ["algo=dqn", "env=CartPole-v1", "eval_every=5000", "eval_episodes=20"
 SUITES = {
     # suite: {variant: (env steps, overrides)}
     "pendulum": {"full": (50_000, PENDULUM), "no_temporal": (50_000, PENDULUM + NO_TEMPORAL)},
-    "cartpole": {"full": (100_000, CARTPOLE), "raw": (100_000, CARTPOLE + RAW)},
+    "cartpole": {"full": (100_000, CARTPOLE), "raw": (100_000, CARTPOLE + RAW),
+                 "anneal": (100_000, CARTPOLE + ["dqn.anneal=true"])},
     "replay": {"learning": (20_000, PENDULUM), "no_learning": (20_000, PENDULUM + ["cortex.learn=false"])},
     "speed": {"full": (5_000, PENDULUM + ["eval_every=0", "eval_episodes=1", "imagine=0"]),
               "raw": (5_000, PENDULUM + ["eval_every=0", "eval_episodes=1"] + RAW)},

@@ -95,6 +95,18 @@ def test_dqn_exploration_is_a_function_of_progress():
     assert algo.epsilon(1.0) == pytest.approx(cfg.exploration_final_eps)
 
 
+@pytest.mark.parametrize("anneal", [False, True])
+def test_off_policy_anneal_scales_every_learning_rate_with_progress(anneal):
+    """anneal: before each training phase every optimiser's rate is its initial rate times
+    1 − progress (SAC: actor, critics and temperature); without it the rates stay put."""
+    agent = make_agent("sac", "Pendulum-v1", seed=0, anneal=anneal, **OFF)
+    agent.learn(100)  # the last phase runs at step 100, after 99 of the 100 steps
+    rates = [g["lr"] for opt in (agent.algo.actor_opt, agent.algo.q_opt, agent.algo.alpha_opt)
+             for g in opt.param_groups]
+    expected = agent.cfg.learning_rate * ((1 - 99 / 100) if anneal else 1.0)
+    assert rates == pytest.approx([expected] * len(rates))
+
+
 class TwoColumnPerception:
     """The raw observation as column x, and a distractor column that the agent must not read."""
 

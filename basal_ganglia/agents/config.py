@@ -52,6 +52,7 @@ class OffPolicyConfig(AlgorithmConfig):
     priority_alpha: float = param(0.6, "priority exponent α of prioritised replay", ge=0.0)
     priority_beta: float = param(0.4, "importance-weight exponent β of prioritised replay",
                                  ge=0.0, le=1.0)
+    anneal: bool = param(False, "anneal every learning rate linearly to 0 over a learn call")
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,18 @@ class Spaces:
         """Number of actions (Discrete) or the dimension of the action box."""
         space = self.action_space
         return int(space.n) if self.discrete else int(space.shape[0])
+
+
+def optimizers(algo) -> list[torch.optim.Optimizer]:
+    """The optimisers an algorithm holds (its attributes that are one)."""
+    return [v for v in vars(algo).values() if isinstance(v, torch.optim.Optimizer)]
+
+
+def scale_learning_rates(optimizers: list[torch.optim.Optimizer], scale: float) -> None:
+    """Set the learning rate of every parameter group to its initial rate × `scale`."""
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
 
 
 def free_energy_floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:

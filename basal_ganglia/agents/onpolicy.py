@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from basal_ganglia.agents.config import OnPolicyConfig, Spaces, Update, free_energy_floats
+from basal_ganglia.agents.config import (OnPolicyConfig, Spaces, Update, free_energy_floats,
+                                         scale_learning_rates)
 from basal_ganglia.striatum import VentralStriatum
 from cortex.action import point_mass_terms
 from cortex.params import param
@@ -112,8 +113,7 @@ class ActorCritic:
     def _anneal(self, progress: float) -> float:
         """Set the learning rate for `progress` of the learn call; returns the scale 1 − progress."""
         frac = 1.0 - progress if self.cfg.anneal else 1.0
-        for g in self.optimizer.param_groups:
-            g["lr"] = self.cfg.learning_rate * frac
+        scale_learning_rates([self.optimizer], frac)
         return frac
 
     def _free_energy(self, v, logp, entropy) -> dict[str, float]:
