@@ -13,8 +13,9 @@ benchmarks/results/agent.jsonl. Each suite prints a markdown table of what it me
   against the same agent with its temporal terms switched off (no U, no efference copy);
   final deterministic evaluation over 10 episodes, and the evaluations along the way;
 - cartpole: CartPole-v1, full observation, DQN reading the temporal PC state, beside the same
-  DQN reading the raw observation; the networks of the best periodic evaluation are kept
-  (`keep_best`) and scored on fresh episodes, the last networks' score beside them;
+  DQN reading the raw observation, and the full agent with its learning rate annealed to 0
+  (anneal); the networks of the best periodic evaluation are kept (`keep_best`) and scored on
+  fresh episodes, the last networks' score beside them;
 - replay: the masked pendulum with world-model learning from replay on and off
   (cortex.learn): the world model's one-step prediction error over training;
 - speed: environment steps per second of the full agent and of the raw-observation agent of
