@@ -27,7 +27,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHAPE = ["hidden=128,128,128", "batch_size=64", "inference_steps=8", "inference_lr=0.1",
-         "lr=0.001", "epochs=30"]
+         "lr=0.001", "epochs=30", "drop_last=true"]
 
 
 def run_brainloop(compiled: bool, seed: int, out_dir: Path) -> dict:

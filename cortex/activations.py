@@ -44,8 +44,35 @@ class Activation:
         return self.name == "identity"
 
 
+# tanh x ~ x P(x^2) / Q(x^2) on [-c, c] (+-1 beyond): the minimax rational form that Eigen and
+# XLA evaluate on CPUs (their published coefficients); within 3.6e-7 of tanh in absolute and in
+# relative error over the floats.
+_TANH_CLAMP = 7.90531110763549805
+_TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+           -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+
+
+def _horner(coefficients: tuple[float, ...], x: Tensor) -> Tensor:
+    out = coefficients[-1]
+    for c in reversed(coefficients[:-1]):
+        out = out * x + c
+    return out
+
+
+def _tanh(x: Tensor) -> Tensor:
+    """tanh x; inside a ``torch.compile``d region on a CPU as the rational form above, which
+    Inductor fuses into its neighbours: its own vectorised tanh costs ~5 ns per float there
+    (AVX2), a fifth of a compiled pc-digits step. Eager calls ``torch.tanh``."""
+    if torch.compiler.is_compiling() and x.device.type == "cpu":
+        x = x.clamp(-_TANH_CLAMP, _TANH_CLAMP)
+        x2 = x * x
+        return x * _horner(_TANH_P, x2) / _horner(_TANH_Q, x2)
+    return torch.tanh(x)
+
+
 def _tanh_grad(x: Tensor) -> Tensor:
-    t = torch.tanh(x)
+    t = _tanh(x)
     return 1.0 - t * t
 
 
@@ -61,7 +88,7 @@ ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in (
         Activation("identity", lambda x: x, torch.ones_like),
-        Activation("tanh", torch.tanh, _tanh_grad, lambda x, fx: torch.addcmul(_ONE.to(fx), fx, fx, value=-1.0),
+        Activation("tanh", _tanh, _tanh_grad, lambda x, fx: torch.addcmul(_ONE.to(fx), fx, fx, value=-1.0),
                    torch.ops.aten.tanh_backward),
         Activation("sigmoid", torch.sigmoid, _sigmoid_grad, lambda x, fx: fx * (1.0 - fx),
                    torch.ops.aten.sigmoid_backward),

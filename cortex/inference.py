@@ -9,7 +9,8 @@ Non-finite values stop inference with an error that names the node and the step.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Callable, Literal, Mapping
 
 import torch
@@ -113,6 +114,12 @@ class Beliefs:
         return self.trace.numel() - 1
 
 
+def _finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite: one reduction and one read from the device (the
+    largest magnitude is NaN or inf exactly when some entry is; half the cost of isfinite().all())."""
+    return x.numel() == 0 or math.isfinite(x.abs().amax().item())
+
+
 def check_data(model: PCModel, data: Mapping[str, Tensor]) -> int:
     """Validate clamped data against the model and return the batch size.
 
@@ -138,7 +145,7 @@ def check_data(model: PCModel, data: Mapping[str, Tensor]) -> int:
             raise ValueError(f"data for node {name!r} has batch size {x.shape[0]}, others have {batch}")
         if x.device != model.device:
             raise ValueError(f"data for node {name!r} is on {x.device}, the model on {model.device}")
-        if not torch.isfinite(x).all():
+        if not _finite(x):
             raise ValueError(f"data for node {name!r} contains NaN or inf")
     if batch is None:
         raise ValueError("infer() needs data for at least one node")
@@ -198,11 +205,36 @@ def infer(
     nodes (e.g. the previous state); ``recognizer`` serves ``init="amortised"``. Observed nodes without data are inferred like hidden
     ones — free the label node at test time to read it out.
     """
+    return _run(model, data, config, past, action, start, recognizer, rule=False)[0]
+
+
+def _run(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, past: Grouped | None,
+         action: Tensor | None, start: Mapping[str, Tensor] | None, recognizer: Recognizer | None,
+         rule: bool) -> tuple[Beliefs, list[Tensor | None] | None]:
+    """:func:`infer`; with ``rule`` and ``config.compile`` also the local-rule gradients at the
+    converged state (``dF/dtheta`` per :meth:`PCModel.rule_parameters`), computed in the same
+    compiled unit. The gradients are None when the eager path ran (the caller accumulates them)."""
     batch = check_data(model, data)
     if action is not None and (action.dim() != 2 or action.shape != (batch, model.spec.action_dim)):
         raise ValueError(
             f"action has shape {tuple(action.shape)}; expected (batch={batch}, action_dim={model.spec.action_dim})"
         )
+    if config.compile and config.steps:
+        model.spec.generations()  # built once on the host (networkx), then only read when traced
+        beliefs, grads = _compiled(_infer, model.device.type)(model, data, config, batch, past, action, start,
+                                                              recognizer, rule)
+        # One read from the device per call; a divergence is replayed eagerly to name its node and step.
+        if _finite(beliefs.trace):
+            return beliefs, grads
+        config = replace(config, compile=False)
+    return _infer(model, data, config, batch, past, action, start, recognizer, False)
+
+
+def _infer(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, batch: int,
+           past: Grouped | None, action: Tensor | None, start: Mapping[str, Tensor] | None,
+           recognizer: Recognizer | None, rule: bool) -> tuple[Beliefs, list[Tensor | None] | None]:
+    """The body of :func:`infer` after its checks: what ``compile=True`` compiles as one unit
+    (initialisation, the K iterations, the final evaluation and with ``rule`` the gradients)."""
     with torch.no_grad():
         drive = model.drive(batch, past, action)
         free = [torch.ones(len(g.names), batch, 1, device=model.device, dtype=model.dtype) for g in model.groups]
@@ -213,8 +245,9 @@ def infer(
         plan = model.plan(active=[any(n not in data for n in g.names) for g in model.groups])
         z, ev, trace = descend(model, z, free, config, lambda state: model.gradient(state, drive, plan),
                                lambda state: model.evaluate(state, drive, plan, gradient=False))
+        grads = [None if g is None else g * scale for g, scale in model.local_grads(ev, past, action)] if rule else None
     return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive,
-                   slot=model.slot, evaluation=ev)
+                   slot=model.slot, evaluation=ev), grads
 
 
 def descend(
@@ -234,14 +267,16 @@ def descend(
     replayed one at a time from a saved copy of the state, to name the node and the step.
     """
     batch = z[0].shape[1]
-    rate = _rates(free, config.lr)
+    traced = torch.compiler.is_compiling()  # inside a compiled infer: the caller checks the trace
+    rate = _rates(free, config.lr, traced)
     velocity = [torch.zeros_like(zg) for zg in z] if config.momentum else None
     log_norm = model.log_normalizer()
     trace: list[Tensor] = []
-    checked, saved = 0, _snapshot(z, velocity)
+    checked, saved = 0, None if traced else _snapshot(z, velocity)
     stopped = False
     if config.compile and config.steps:
-        trace = list(_compiled_loop(z[0].device.type)(step, z, free, rate, velocity, config))
+        loop = _loop if traced else _compiled(_loop, z[0].device.type)
+        trace = list(loop(step, z, free, rate, velocity, config))
     for it in range(len(trace), config.steps):
         s = step(z)
         trace.append(s.quadratic)
@@ -254,7 +289,7 @@ def descend(
                 break
         _update(z, s.grad, free, rate, velocity, config)
         if not config.tol and len(trace) - checked >= config.check_every:
-            if not torch.isfinite(torch.stack(trace[checked:])).all():
+            if not _finite(torch.stack(trace[checked:])):
                 _locate_divergence(model, saved, free, config, step, evaluate, checked)
             checked, saved = len(trace), _snapshot(z, velocity)  # z is now state number len(trace)
     ev = evaluate(z)
@@ -263,7 +298,7 @@ def descend(
         trace = 0.5 * trace / batch + log_norm
     if not stopped:
         trace = torch.cat([trace, ev.total().mean().reshape(1)])
-    if not torch.isfinite(trace[checked:]).all():
+    if not traced and not _finite(trace[checked:]):
         _locate_divergence(model, saved, free, config, step, evaluate, checked)
     return z, ev, trace
 
@@ -279,22 +314,25 @@ def _loop(step: Callable[[Grouped], Step], z: Grouped, free: Grouped, rate: list
     return torch.stack(quadratic)
 
 
-_COMPILED: dict[str, Callable] = {}
+_COMPILED: dict[tuple[Callable, str], Callable] = {}
 
 
-def _compiled_loop(device_type: str) -> Callable:
-    if device_type not in _COMPILED:
-        if device_type == "cuda":  # CUDA graphs: the whole loop is one launch
+def _compiled(fn: Callable, device_type: str) -> Callable:
+    """``fn`` compiled as one graph for a device type, once per process."""
+    key = (fn, device_type)
+    if key not in _COMPILED:
+        if device_type == "cuda":  # CUDA graphs: the whole unit is one launch
             kwargs = {"mode": "reduce-overhead"}
         else:  # a C++ wrapper calls the kernels: at pc-digits' sizes ~15 % faster than Python's
             kwargs = {"options": {"cpp_wrapper": True}}
-        _COMPILED[device_type] = torch.compile(_loop, fullgraph=True, dynamic=False, **kwargs)
-    return _COMPILED[device_type]
+        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, **kwargs)
+    return _COMPILED[key]
 
 
-def _rates(free: Grouped, lr: float) -> list[float | Tensor]:
-    """-lr where a whole group is free (a scalar step: the fast path), else -lr * mask."""
-    return [-lr if bool(f.all()) else f * -lr for f in free]
+def _rates(free: Grouped, lr: float, traced: bool = False) -> list[float | Tensor]:
+    """-lr where a whole group is free (a scalar step: the fast path), else -lr * mask; always
+    the mask when ``traced`` (reading the mask on the host would break the graph)."""
+    return [f * -lr if traced or not bool(f.all()) else -lr for f in free]
 
 
 def _update(z: Grouped, grad: list[Tensor | None], free: Grouped, rate: Grouped,

@@ -12,7 +12,7 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
-from cortex.inference import Beliefs, InferenceConfig, infer
+from cortex.inference import Beliefs, InferenceConfig, _run
 from cortex.model import PCModel
 from cortex.recognition import Recognizer
 
@@ -26,10 +26,17 @@ def learn_step(
     recognizer: Recognizer | None = None,
     recognizer_optimizer: torch.optim.Optimizer | None = None,
 ) -> Beliefs:
-    """Infer at ``data``, then one optimiser step on theta by the local rule; returns the beliefs."""
-    beliefs = infer(model, data, config, recognizer=recognizer)
+    """Infer at ``data``, then one optimiser step on theta by the local rule; returns the beliefs.
+
+    With ``config.compile`` the local-rule gradients are computed in the compiled unit that
+    runs inference (one graph for the whole E-step and the gradients of the M-step)."""
+    beliefs, grads = _run(model, data, config, None, None, None, recognizer, rule=True)
     optimizer.zero_grad(set_to_none=True)
-    model.accumulate_grads(beliefs.z, beliefs.drive, evaluation=beliefs.evaluation)
+    if grads is None:
+        model.accumulate_grads(beliefs.z, beliefs.drive, evaluation=beliefs.evaluation)
+    else:
+        for param, grad in zip(model.rule_parameters(), grads):
+            param.grad = grad
     optimizer.step()
     if recognizer is not None and recognizer_optimizer is not None:
         recognizer_optimizer.zero_grad(set_to_none=True)

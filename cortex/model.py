@@ -251,7 +251,7 @@ class PCModel(nn.Module):
 
     def _fill_plan(self, done: frozenset[str]) -> list["_FillStep"]:
         key = (done, self.device)
-        if key not in self._fill_cache:
+        if torch.compiler.is_compiling() or key not in self._fill_cache:
             steps = []
             as_sel = lambda index: _as_selector(index) or torch.tensor(index, device=self.device)
             for generation in self.spec.generations():
@@ -272,6 +272,8 @@ class PCModel(nn.Module):
                         edges.append((e, as_sel(pos), as_sel([eg.src_index[p] for p in pos]),
                                       as_sel([local[eg.dst][eg.dst_index[p]] for p in pos])))
                 steps.append(_FillStep({k: as_sel(sorted(idx)) for k, idx in by_group.items()}, edges))
+            if torch.compiler.is_compiling():  # traced: built into the graph, no cache to guard on
+                return steps
             self._fill_cache[key] = steps
         return self._fill_cache[key]
 
@@ -397,35 +399,56 @@ class PCModel(nn.Module):
         ``evaluation`` is :meth:`evaluate` at ``z`` when the caller already holds it (the last
         one of inference), which saves recomputing it.
         """
-        batch = z[0].shape[1]
         if evaluation is None:
-            drive = self.drive(batch, past, action) if drive is None else drive
+            drive = self.drive(z[0].shape[1], past, action) if drive is None else drive
             evaluation = self.evaluate(z, drive)
-        ev = evaluation
+        for param, (grad, scale) in zip(self.rule_parameters(), self.local_grads(evaluation, past, action)):
+            if grad is not None:
+                _accumulate(param, grad, scale)
+        return evaluation
+
+    def rule_parameters(self) -> list[nn.Parameter]:
+        """The parameters the local rule trains, in the order of :meth:`local_grads`."""
+        return [*self.weights, *self.bias, *self.log_precision]
+
+    def learned_parameters(self) -> list[nn.Parameter]:
+        """The parameters the local rule can change: every weight and bias, and the
+        log-precisions of the groups where some column learns its precision (the rule's
+        gradient for the others is always zero). Hand these to an optimiser without weight
+        decay to skip the dead ones; with decay, pass all :meth:`parameters`."""
+        return [*self.weights, *self.bias, *(lp for lp, learn in zip(self.log_precision, self._any_learnprec) if learn)]
+
+    def local_grads(self, ev: "Evaluation", past: Grouped | None = None,
+                    action: Tensor | None = None) -> list[tuple[Tensor | None, float]]:
+        """The local-rule gradients at an evaluation, one ``(g, scale)`` per
+        :meth:`rule_parameters` entry (dF/dtheta = scale * g, the batch mean; g is None for a
+        temporal or action weight whose input was not given). See :meth:`accumulate_grads`."""
+        batch = ev.rates[0].shape[1]
+        out: list[tuple[Tensor | None, float]] = []
         with torch.no_grad():
             fz = ev.rates
             fpast = None if past is None else [grp.f.fn(p) for grp, p in zip(self.groups, past)]
-            for k, (eg, w) in enumerate(zip(self.edge_groups, self.weights)):
+            for k, eg in enumerate(self.edge_groups):
                 src_sel, dst_sel = self._ends(k)
                 if eg.source == "state":
                     x = _select(fz[eg.src], src_sel)
-                elif eg.source == "past":
-                    if fpast is None:
-                        continue
+                elif eg.source == "past" and fpast is not None:
                     x = _select(fpast[eg.src], src_sel)
-                else:
-                    if action is None:
-                        continue
+                elif eg.source == "action" and action is not None:
                     x = action.unsqueeze(0).expand(len(eg.edges), -1, -1)
-                _accumulate(w, torch.bmm(_select(ev.h[eg.dst], dst_sel).transpose(1, 2), x), -1.0 / batch)
-            for k, (b, lp) in enumerate(zip(self.bias, self.log_precision)):
-                _accumulate(b, torch.zeros_like(b) if ev.h[k] is None else ev.h[k].sum(1), -1.0 / batch)
+                else:
+                    out.append((None, 1.0))
+                    continue
+                out.append((torch.bmm(_select(ev.h[eg.dst], dst_sel).transpose(1, 2), x), -1.0 / batch))
+            for b, h in zip(self.bias, ev.h):
+                out.append((torch.zeros_like(b) if h is None else h.sum(1), -1.0 / batch))
+            for k, lp in enumerate(self.log_precision):
                 if self._any_learnprec[k]:
                     s = 0.5 * (lp.exp().unsqueeze(1) * ev.errors[k] ** 2).mean(1) - 0.5
-                    _accumulate(lp, s * self.energy_mask(k)[:, :, 0] * getattr(self, f"_learnprec{k}"))
+                    out.append((s * self.energy_mask(k)[:, :, 0] * getattr(self, f"_learnprec{k}"), 1.0))
                 else:  # a zero gradient, as the rule gives (weight decay still sees the parameter)
-                    _accumulate(lp, torch.zeros_like(lp))
-        return ev
+                    out.append((torch.zeros_like(lp), 1.0))
+        return out
 
 
 @dataclass
@@ -487,6 +510,16 @@ def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, 
         target.index_add_(0, sel, product, alpha=alpha)
 
 
+def _add_into(target: Tensor, sel: slice | Tensor | None, product: Tensor, alpha: float) -> None:
+    """target[sel] += alpha * product, in place (a scatter-add for an index)."""
+    if sel is None:
+        target.add_(product, alpha=alpha)
+    elif isinstance(sel, slice):
+        target[sel].add_(product, alpha=alpha)
+    else:
+        target.index_add_(0, sel, product, alpha=alpha)
+
+
 def _runs(rows: list[int]) -> list[slice]:
     """Ascending row numbers as the fewest slices: [0, 1, 2, 5] -> [0:3, 5:6]."""
     runs: list[slice] = []
@@ -530,8 +563,14 @@ class IterationPlan:
         self.g = [None if g.g.is_identity else g.g for g in groups]
         precision = [(lp.detach().exp() * model.energy_mask(k)[:, :, 0]).unsqueeze(1)
                      for k, lp in enumerate(model.log_precision)]
-        # one read from the device for all groups: is each precision all zero / all one?
-        flags = torch.stack([torch.stack([(p == 0).all(), (p == 1).all()]) for p in precision]).tolist()
+        self.traced = torch.compiler.is_compiling()
+        self.constant: dict[int, Tensor] = {}  # traced: products from wholly clamped groups, kept
+        if self.traced:
+            # Traced: no read from the device (it would break the graph). A group is silent when
+            # none of its columns has an energy term; a multiply by a precision of 1 is fused.
+            flags = [(not any(model.spec.node(n).has_energy for n in g.names), False) for g in groups]
+        else:  # one read from the device for all groups: is each precision all zero / all one?
+            flags = torch.stack([torch.stack([(p == 0).all(), (p == 1).all()]) for p in precision]).tolist()
         self.silent = [zero for zero, _ in flags]
         self.precision = [None if one else p for p, (_, one) in zip(precision, flags)]
         self.forward, self.backward = [], []
@@ -544,9 +583,14 @@ class IterationPlan:
             w = param.detach()
             sign = -1.0 if self.g[eg.dst] is None else 1.0
             # W^T as its own contiguous copy (once per call): the batched matmul runs faster on
-            # it than on a transposed view (~10 % at B=256, width 512, one CPU thread)
+            # it than on a transposed view (~10 % at B=256, width 512, one CPU thread). The
+            # compiled path takes the view: Inductor's transposing copy costs more than it saves
+            # at the sizes compiled, and into fewer than 12 columns MKL's sgemm takes 1.4-2x
+            # longer on the copy. The eager path keeps the copy, so that its numbers stay those
+            # of earlier releases to the last bit.
+            wt = w.transpose(1, 2) if self.traced else w.transpose(1, 2).contiguous()
             self.forward.append((eg.src, eg.dst, None if src_full else src_sel,
-                                 None if dst_full else dst_sel, w.transpose(1, 2).contiguous(), sign))
+                                 None if dst_full else dst_sel, wt, sign))
             if self.active[eg.src] and not self.silent[eg.dst]:
                 self.backward.append((eg.src, eg.dst, None if src_full else src_sel,
                                       None if dst_full else dst_sel, w))
@@ -580,8 +624,17 @@ class IterationPlan:
                for silent, g, zg, d in zip(self.silent, self.g, z, drive)]
         space = self.workspace
         for i, (src, dst, src_sel, dst_sel, wt, sign) in enumerate(self.forward):
-            if acc[dst] is not None:
-                x = _select(fz[src], src_sel, space, ("x", i))
+            if acc[dst] is None:
+                continue
+            x = _select(fz[src], src_sel, space, ("x", i))
+            if self.traced and not self.active[src]:
+                # A wholly clamped source sends the same prediction every iteration of the
+                # call: its product is taken once (in the compiled graph, where rounding may
+                # differ from the eager loop's anyway).
+                if i not in self.constant:
+                    self.constant[i] = torch.bmm(x, wt)
+                _add_into(acc[dst], dst_sel, self.constant[i], sign)
+            else:
                 _bmm_into(acc[dst], dst_sel, x, wt, sign, space, ("y", i))
         eps, weighted, h = [], [], []
         for g, p, zg, a in zip(self.g, self.precision, z, acc):
@@ -625,7 +678,7 @@ class IterationPlan:
 def _accumulate(param: Tensor, grad: Tensor, scale: float = 1.0) -> None:
     """param.grad += scale * grad (set on the first call)."""
     if param.grad is None:
-        param.grad = grad.mul_(scale) if grad._base is None else grad * scale
+        param.grad = grad if scale == 1.0 else grad.mul_(scale) if grad._base is None else grad * scale
     else:
         param.grad.add_(grad, alpha=scale)
 
