@@ -499,8 +499,12 @@ def _select(x: Tensor, sel: slice | Tensor | None, space: "_Workspace | None" = 
 def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, alpha: float = 1.0,
               space: "_Workspace | None" = None, key=None) -> None:
     """target[sel] += alpha * a @ b, in place (a scatter-add for an index, the product going
-    through a reused buffer of ``space`` when given)."""
-    if sel is None:
+    through a reused buffer of ``space`` when given). Traced, the product and the sum are two
+    ops: Inductor fuses the sum into its neighbours, where an accumulating matmul would first
+    copy its addend."""
+    if torch.compiler.is_compiling():
+        _add_into(target, sel, torch.bmm(a, b), alpha)
+    elif sel is None:
         target.baddbmm_(a, b, alpha=alpha)
     elif isinstance(sel, slice):
         target[sel].baddbmm_(a, b, alpha=alpha)
