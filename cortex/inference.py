@@ -41,10 +41,13 @@ class InferenceConfig:
     check_every: int = 8
     """Read the divergence check (is the free-energy trace finite?) every this many iterations."""
     compile: bool = False
-    """Run the K iterations as one ``torch.compile``d unit (CUDA graphs on a GPU, a C++ wrapper
-    around the kernels on a CPU). The first call per shape compiles (seconds to a minute); the
-    numbers equal the eager loop's to float rounding. Not with ``tol`` (an early stop reads F on
-    the host every iteration)."""
+    """Run inference as one ``torch.compile``d unit. On a CPU the unit is the whole call:
+    initialisation, the K iterations, the final evaluation and, in :func:`~cortex.learning.learn_step`,
+    the local-rule gradients, with a C++ wrapper calling the kernels; on a GPU it is the K
+    iterations, as CUDA graphs. The first call per shape compiles (seconds to a minute). The
+    numbers equal the eager path's to float rounding (traced, tanh is a rational form within
+    4e-7 of torch's). A divergence is replayed eagerly to name its node and step. Not with
+    ``tol`` (an early stop reads F on the host every iteration)."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -219,7 +222,9 @@ def _run(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, pa
         raise ValueError(
             f"action has shape {tuple(action.shape)}; expected (batch={batch}, action_dim={model.spec.action_dim})"
         )
-    if config.compile and config.steps:
+    if config.compile and config.steps and model.device.type == "cpu":
+        # On a GPU only the loop is compiled (in descend), as CUDA graphs: their outputs are
+        # overwritten by the next replay, which the beliefs of a whole compiled call would be.
         model.spec.generations()  # built once on the host (networkx), then only read when traced
         beliefs, grads = _compiled(_infer, model.device.type)(model, data, config, batch, past, action, start,
                                                               recognizer, rule)
@@ -318,12 +323,14 @@ _COMPILED: dict[tuple[Callable, str], Callable] = {}
 
 
 def _compiled(fn: Callable, device_type: str) -> Callable:
-    """``fn`` compiled as one graph for a device type, once per process."""
+    """``fn`` compiled as one graph for a device type, once per process: on a GPU as CUDA
+    graphs (the K iterations are one launch), on a CPU with a C++ wrapper calling the kernels
+    (at pc-digits' sizes ~15 % faster than Python calling them)."""
     key = (fn, device_type)
     if key not in _COMPILED:
-        if device_type == "cuda":  # CUDA graphs: the whole unit is one launch
+        if device_type == "cuda":
             kwargs = {"mode": "reduce-overhead"}
-        else:  # a C++ wrapper calls the kernels: at pc-digits' sizes ~15 % faster than Python's
+        else:
             kwargs = {"options": {"cpp_wrapper": True}}
         _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, **kwargs)
     return _COMPILED[key]

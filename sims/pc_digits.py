@@ -49,8 +49,8 @@ class PCDigitsConfig:
     test_fraction: float = param(0.2, "held-out share of the 1797 digits (stratified)", gt=0, lt=1)
     trace_every: int = param(20, "record F over inference iterations every N batches", ge=1)
     drop_last: bool = param(False, "skip each epoch's last, partial batch (PCX's budget: 22 batches of 64)")
-    compile: bool = param(False, "run each batch's inference loop as one torch.compile'd unit "
-                                 "(the first batch compiles, for seconds)")
+    compile: bool = param(False, "run each batch's inference and weight gradients as one torch.compile'd "
+                                 "unit (the first batch of each shape compiles, for seconds)")
 
     def __post_init__(self) -> None:
         validate(self)

@@ -116,20 +116,56 @@ def test_forward_fill_equals_a_full_prediction_per_generation() -> None:
             assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
-def test_compiled_inference_equals_eager() -> None:
-    """compile=True runs the same K iterations as one compiled unit: same states and trace to
-    float32 rounding, on a DAG with index-selected edge groups."""
-    gen = torch.Generator().manual_seed(1)
-    model = PCModel(from_networkx(random_dag(1)), generator=gen)
-    observed = [n.name for n in model.spec.nodes if n.kind == "observed"]
-    data, start = _clamp_and_start(model, 8, gen, ["inp", *observed])
-    eager = infer(model, data, InferenceConfig(steps=6, lr=0.05, init="zeros"), start=start)
-    compiled = infer(model, data, InferenceConfig(steps=6, lr=0.05, init="zeros", compile=True), start=start)
-    for a, b in zip(eager.z, compiled.z):
+def test_compiled_learn_step_equals_eager() -> None:
+    """On a CPU compile=True runs the whole learning step's inference (forward initialisation,
+    K iterations, final evaluation) and the local-rule gradients as one compiled unit, with a
+    rational tanh and the products of clamped columns taken once: the same states, trace and
+    gradients as the eager path to float32 rounding, on a DAG with index-selected edge groups,
+    mixed column sizes, learned precisions and an input column."""
+    from cortex.learning import learn_step
+
+    runs = {}
+    for compiled in (False, True):
+        gen = torch.Generator().manual_seed(2)
+        model = PCModel(from_networkx(random_dag(2)), generator=gen)
+        observed = [n.name for n in model.spec.nodes if n.kind == "observed"]
+        data, _ = _clamp_and_start(model, 8, gen, ["inp", *observed])
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # leaves .grad to compare
+        beliefs = learn_step(model, optimizer, data, InferenceConfig(steps=6, lr=0.05, compile=compiled))
+        runs[compiled] = beliefs, [p.grad.clone() for p in model.rule_parameters()]
+    assert any("tanh" in (n.activation, n.output) for n in model.spec.nodes if n.name != "inp")
+    (eager, eager_grads), (comp, comp_grads) = runs[False], runs[True]
+    for a, b in zip(eager.z, comp.z):
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
-    assert torch.allclose(eager.trace, compiled.trace, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(eager.trace, comp.trace, rtol=1e-5, atol=1e-5)
+    for a, b in zip(eager_grads, comp_grads):
+        assert a.abs().max() > 0 or b.abs().max() == 0
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="compile=True cannot stop early"):
         InferenceConfig(compile=True, tol=1e-3)
+
+
+def test_compiled_divergence_is_replayed_eagerly() -> None:
+    """A non-finite free energy in the compiled unit is replayed on the eager path, which names
+    the same node and step as eager inference does."""
+    found = []
+    for compiled in (False, True):
+        with pytest.raises(InferenceDivergedError) as info:
+            infer(diverging_model(), {"x": torch.ones(3, 2) * 100},
+                  InferenceConfig(steps=12, lr=1.0, init="zeros", compile=compiled))
+        found.append((info.value.node, info.value.step))
+    assert found[0] == found[1] and found[0][0] == "s"
+
+
+def test_traced_tanh_is_within_4e_7_of_torch() -> None:
+    """Compiled on a CPU, tanh is a rational form: within 4e-7 of torch.tanh in absolute and in
+    relative error, from tiny arguments to saturation."""
+    x = torch.cat([torch.linspace(-12, 12, 200_001), torch.logspace(-8, 0, 1000), -torch.logspace(-8, 0, 1000)])
+    traced = torch.compile(get_activation("tanh").fn, fullgraph=True)(x).double()
+    exact = torch.tanh(x.double())
+    err = (traced - exact).abs()
+    assert err.max() < 4e-7
+    assert (err / exact.abs().clamp_min(1e-30)).max() < 4e-7
 
 
 def test_divergence_between_checks_is_replayed_to_its_step() -> None:
