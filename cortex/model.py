@@ -412,11 +412,14 @@ class PCModel(nn.Module):
         return [*self.weights, *self.bias, *self.log_precision]
 
     def learned_parameters(self) -> list[nn.Parameter]:
-        """The parameters the local rule can change: every weight and bias, and the
-        log-precisions of the groups where some column learns its precision (the rule's
-        gradient for the others is always zero). Hand these to an optimiser without weight
-        decay to skip the dead ones; with decay, pass all :meth:`parameters`."""
-        return [*self.weights, *self.bias, *(lp for lp, learn in zip(self.log_precision, self._any_learnprec) if learn)]
+        """The parameters the local rule can change: every weight, the biases of groups with
+        an energy term (an input column's bias predicts nothing) and the log-precisions of
+        groups where some column learns its precision. The rule's gradient for the others is
+        always zero: hand these to an optimiser without weight decay to skip them; with decay,
+        pass all :meth:`parameters`."""
+        energetic = [any(self.spec.node(n).has_energy for n in grp.names) for grp in self.groups]
+        return [*self.weights, *(b for b, e in zip(self.bias, energetic) if e),
+                *(lp for lp, learn in zip(self.log_precision, self._any_learnprec) if learn)]
 
     def local_grads(self, ev: "Evaluation", past: Grouped | None = None,
                     action: Tensor | None = None) -> list[tuple[Tensor | None, float]]:

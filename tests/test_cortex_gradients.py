@@ -65,3 +65,24 @@ def test_fixed_precision_gets_no_gradient() -> None:
     k, i = model.slot["x"]
     assert torch.count_nonzero(model.log_precision[k].grad[i]) == 0
     assert torch.count_nonzero(model.weight("s", "x")) > 0
+
+
+def test_learned_parameters_leave_out_only_dead_ones() -> None:
+    """learned_parameters() leaves out exactly parameters whose rule gradient is zero (an
+    input column's bias, precisions no column learns), so Adam over them equals Adam over all."""
+    from cortex import chain
+
+    for graph in (random_dag(3), chain({"img": 5, "h": 4, "y": 3}, top_kind="input")):
+        gen = torch.Generator().manual_seed(0)
+        models = [PCModel(from_networkx(graph), generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+        z = _random_state(models[0], 6, gen)
+        kept = {id(p) for p in models[0].learned_parameters()}
+        optimizers = [torch.optim.Adam(models[0].learned_parameters(), lr=0.1),
+                      torch.optim.Adam(models[1].parameters(), lr=0.1)]
+        for model, optimizer in zip(models, optimizers):
+            model.accumulate_grads([t.clone() for t in z])
+            optimizer.step()
+        left_out = [p for p in models[0].parameters() if id(p) not in kept]
+        assert all(torch.count_nonzero(p.grad) == 0 for p in left_out)
+        assert all(torch.equal(a, b) for a, b in zip(models[0].parameters(), models[1].parameters()))
+    assert len(left_out) == 4  # the chain: the input's bias and its three groups' fixed precisions
