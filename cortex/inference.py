@@ -243,10 +243,7 @@ def _infer(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, 
     (initialisation, the K iterations, the final evaluation and with ``rule`` the gradients)."""
     with torch.no_grad():
         drive = model.drive(batch, past, action)
-        free = [torch.ones(len(g.names), batch, 1, device=model.device, dtype=model.dtype) for g in model.groups]
-        for name in data:
-            k, i = model.slot[name]
-            free[k][i] = 0.0
+        free = model.clamped_mask(data, batch)
         z = initial_state(model, data, batch, drive, config.init, start, recognizer)
         plan = model.plan(active=[any(n not in data for n in g.names) for g in model.groups])
         z, ev, trace = descend(model, z, free, config, lambda state: model.gradient(state, drive, plan),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import networkx as nx
 import torch
@@ -172,12 +172,28 @@ class PCModel(nn.Module):
         return [torch.zeros(len(g.names), batch, g.dim, device=self.device, dtype=self.dtype) for g in self.groups]
 
     def to_grouped(self, z: Mapping[str, Tensor], batch: int) -> Grouped:
-        """Pack a ``{node: (B, d)}`` mapping into grouped form (missing nodes are zero)."""
-        out = self.zeros(batch)
-        for name, value in z.items():
-            k, i = self.slot[name]
-            out[k][i] = value
+        """Pack a ``{node: (B, d)}`` mapping into grouped form (missing nodes are zero).
+
+        One stack per group, not one write per column: a sheet clamps hundreds of columns,
+        and a traced write per column made the compiled graph take minutes to lower."""
+        unknown = [name for name in z if name not in self.slot]
+        if unknown:
+            raise KeyError(f"no nodes named {unknown}; nodes are {list(self.slot)}")
+        out = []
+        for grp in self.groups:
+            shape = (batch, grp.dim)
+            if not any(name in z for name in grp.names):
+                out.append(torch.zeros((len(grp.names), *shape), device=self.device, dtype=self.dtype))
+                continue
+            zero = torch.zeros(shape, device=self.device, dtype=self.dtype)
+            out.append(torch.stack([z[name].to(device=self.device, dtype=self.dtype).expand(shape)
+                                    if name in z else zero for name in grp.names]))
         return out
+
+    def clamped_mask(self, clamped: Collection[str], batch: int) -> Grouped:
+        """``(N_g, B, 1)`` per group: 0 for the columns in ``clamped``, 1 for the free ones."""
+        return [torch.tensor([0.0 if name in clamped else 1.0 for name in grp.names], device=self.device,
+                             dtype=self.dtype).view(-1, 1, 1).expand(-1, batch, 1).clone() for grp in self.groups]
 
     def to_dict(self, z: Grouped) -> dict[str, Tensor]:
         """Views ``{node: (B, d)}`` into a grouped state."""
@@ -590,12 +606,13 @@ class IterationPlan:
             w = param.detach()
             sign = -1.0 if self.g[eg.dst] is None else 1.0
             # W^T as its own contiguous copy (once per call): the batched matmul runs faster on
-            # it than on a transposed view (~10 % at B=256, width 512, one CPU thread). The
-            # compiled path takes the view: Inductor's transposing copy costs more than it saves
-            # at the sizes compiled, and into fewer than 12 columns MKL's sgemm takes 1.4-2x
-            # longer on the copy. The eager path keeps the copy, so that its numbers stay those
-            # of earlier releases to the last bit.
-            wt = w.transpose(1, 2) if self.traced else w.transpose(1, 2).contiguous()
+            # it than on a transposed view (~10 % at B=256, width 512; 30 % at B=32, width 64;
+            # one CPU thread), except into fewer than 12 columns, where MKL's sgemm takes
+            # 1.4-2x longer on the copy. The compiled path takes the view there; the eager path
+            # keeps the copy everywhere, so that its numbers stay those of earlier releases.
+            wt = w.transpose(1, 2)
+            if not (self.traced and groups[eg.dst].dim < 12):
+                wt = wt.contiguous()
             self.forward.append((eg.src, eg.dst, None if src_full else src_sel,
                                  None if dst_full else dst_sel, wt, sign))
             if self.active[eg.src] and not self.silent[eg.dst]:
