@@ -28,8 +28,8 @@ def learn_step(
 ) -> Beliefs:
     """Infer at ``data``, then one optimiser step on theta by the local rule; returns the beliefs.
 
-    With ``config.compile`` the local-rule gradients are computed in the compiled unit that
-    runs inference (one graph for the whole E-step and the gradients of the M-step)."""
+    With ``config.compile`` on a CPU the local-rule gradients are computed in the compiled unit
+    that runs inference (one graph for the whole E-step and the gradients of the M-step)."""
     beliefs, grads = _run(model, data, config, None, None, None, recognizer, rule=True)
     optimizer.zero_grad(set_to_none=True)
     if grads is None:
