@@ -132,6 +132,7 @@ class PCModel(nn.Module):
         self._fill_cache: dict = {}
         self._any_learnprec = [any(spec.node(n).learn_precision for n in grp.names) for grp in self.groups]
         self._all_energy = [all(spec.node(n).has_energy for n in grp.names) for grp in self.groups]
+        self._any_energy = [any(spec.node(n).has_energy for n in grp.names) for grp in self.groups]
         self._selectors: list[tuple[slice | str, slice | str]] = []
         for k, eg in enumerate(self.edge_groups):
             sel = []
@@ -433,8 +434,7 @@ class PCModel(nn.Module):
         groups where some column learns its precision. The rule's gradient for the others is
         always zero: hand these to an optimiser without weight decay to skip them; with decay,
         pass all :meth:`parameters`."""
-        energetic = [any(self.spec.node(n).has_energy for n in grp.names) for grp in self.groups]
-        return [*self.weights, *(b for b, e in zip(self.bias, energetic) if e),
+        return [*self.weights, *(b for b, e in zip(self.bias, self._any_energy) if e),
                 *(lp for lp, learn in zip(self.log_precision, self._any_learnprec) if learn)]
 
     def local_grads(self, ev: "Evaluation", past: Grouped | None = None,
@@ -530,7 +530,7 @@ def _bmm_into(target: Tensor, sel: slice | Tensor | None, a: Tensor, b: Tensor, 
     else:
         product = torch.bmm(a, b) if space is None else torch.bmm(
             a, b, out=space(key, (a.shape[0], a.shape[1], b.shape[2]), a))
-        target.index_add_(0, sel, product, alpha=alpha)
+        _add_into(target, sel, product, alpha)
 
 
 def _add_into(target: Tensor, sel: slice | Tensor | None, product: Tensor, alpha: float) -> None:
@@ -591,7 +591,7 @@ class IterationPlan:
         if self.traced:
             # Traced: no read from the device (it would break the graph). A group is silent when
             # none of its columns has an energy term; a multiply by a precision of 1 is fused.
-            flags = [(not any(model.spec.node(n).has_energy for n in g.names), False) for g in groups]
+            flags = [(not energy, False) for energy in model._any_energy]
         else:  # one read from the device for all groups: is each precision all zero / all one?
             flags = torch.stack([torch.stack([(p == 0).all(), (p == 1).all()]) for p in precision]).tolist()
         self.silent = [zero for zero, _ in flags]
