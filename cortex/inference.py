@@ -123,17 +123,18 @@ def _finite(x: Tensor) -> bool:
     return x.numel() == 0 or math.isfinite(x.abs().amax().item())
 
 
-def check_data(model: PCModel, data: Mapping[str, Tensor]) -> int:
+def check_data(model: PCModel, data: Mapping[str, Tensor], finite: bool = True) -> int:
     """Validate clamped data against the model and return the batch size.
 
     Every ``input`` node needs data; each tensor must be ``(B, d_node)`` with one B for all,
-    finite, on the model's device. Errors name the node.
+    finite (unless ``finite=False``: the caller checks that itself), on the model's device.
+    Errors name the node.
     """
     spec = model.spec
     for node in spec.nodes:
         if node.kind == "input" and node.name not in data:
             raise ValueError(f"input node {node.name!r} needs data (it cannot be inferred)")
-    batch = None
+    batch, device = None, model.device
     for name, x in data.items():
         if name not in model.slot:
             raise ValueError(f"data for unknown node {name!r}; nodes are {list(spec.names)}")
@@ -146,11 +147,11 @@ def check_data(model: PCModel, data: Mapping[str, Tensor]) -> int:
             batch = x.shape[0]
         elif x.shape[0] != batch:
             raise ValueError(f"data for node {name!r} has batch size {x.shape[0]}, others have {batch}")
-        if x.device != model.device:
-            raise ValueError(f"data for node {name!r} is on {x.device}, the model on {model.device}")
+        if x.device != device:
+            raise ValueError(f"data for node {name!r} is on {x.device}, the model on {device}")
     if batch is None:
         raise ValueError("infer() needs data for at least one node")
-    if batch and not _finite(torch.stack([x.abs().amax() for x in data.values()])):  # one read for all
+    if finite and batch and not _finite(torch.stack([x.abs().amax() for x in data.values()])):  # one read for all
         bad = next(name for name, x in data.items() if not _finite(x))
         raise ValueError(f"data for node {bad!r} contains NaN or inf")
     return batch
@@ -218,20 +219,23 @@ def _run(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, pa
     """:func:`infer`; with ``rule`` and ``config.compile`` also the local-rule gradients at the
     converged state (``dF/dtheta`` per :meth:`PCModel.rule_parameters`), computed in the same
     compiled unit. The gradients are None when the eager path ran (the caller accumulates them)."""
-    batch = check_data(model, data)
+    compiled = bool(config.compile and config.steps and model.device.type == "cpu")
+    batch = check_data(model, data, finite=not compiled)  # compiled: checked in the graph
     if action is not None and (action.dim() != 2 or action.shape != (batch, model.spec.action_dim)):
         raise ValueError(
             f"action has shape {tuple(action.shape)}; expected (batch={batch}, action_dim={model.spec.action_dim})"
         )
-    if config.compile and config.steps and model.device.type == "cpu":
+    if compiled and batch:
         # On a GPU only the loop is compiled (in descend), as CUDA graphs: their outputs are
         # overwritten by the next replay, which the beliefs of a whole compiled call would be.
         model.spec.generations()  # built once on the host (networkx), then only read when traced
-        beliefs, grads = _compiled(_infer, model.device.type)(model, data, config, batch, past, action, start,
-                                                              recognizer, rule)
-        # One read from the device per call; a divergence is replayed eagerly to name its node and step.
-        if _finite(beliefs.trace):
+        beliefs, grads, finite = _compiled(_infer_checked, model.device.type)(
+            model, data, config, batch, past, action, start, recognizer, rule)
+        # One read from the device per call; non-finite data is named by check_data, a
+        # divergence replayed eagerly to name its node and step.
+        if math.isfinite(finite.item()):
             return beliefs, grads
+        check_data(model, data)
         config = replace(config, compile=False)
     return _infer(model, data, config, batch, past, action, start, recognizer, False)
 
@@ -246,23 +250,43 @@ def _infer(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, 
         free = model.clamped_mask(data, batch)
         z = initial_state(model, data, batch, drive, config.init, start, recognizer)
         plan = model.plan(active=[any(n not in data for n in g.names) for g in model.groups])
+        first = None
+        if torch.compiler.is_compiling() and config.init == "forward":
+            # The fill set every column of these groups to its prediction: the first iteration
+            # skips their (zero) errors. Traced only, so the eager path's numbers stay those of
+            # earlier releases (its first iteration computes errors of rounding size there).
+            done = set(data) | set(start or {})
+            settled = [not any(n in done for n in g.names) for g in model.groups]
+            if any(settled):
+                first = lambda state: model.gradient(state, drive, plan, settled)
         z, ev, trace = descend(model, z, free, config, lambda state: model.gradient(state, drive, plan),
-                               lambda state: model.evaluate(state, drive, plan, gradient=False))
+                               lambda state: model.evaluate(state, drive, plan, gradient=False), first)
         grads = [None if g is None else g * scale for g, scale in model.local_grads(ev, past, action)] if rule else None
     return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive,
                    slot=model.slot, evaluation=ev), grads
 
 
+def _infer_checked(model: PCModel, data: Mapping[str, Tensor], *args) -> tuple[Beliefs, list | None, Tensor]:
+    """:func:`_infer`, and the one number its compiled caller reads: finite iff the data and the
+    free-energy trace are (0 * x is NaN for an infinite or NaN x)."""
+    beliefs, grads = _infer(model, data, *args)
+    with torch.no_grad():
+        return beliefs, grads, beliefs.trace.sum() + sum(x.abs().amax() for x in data.values()) * 0
+
+
 def descend(
     model: PCModel, z: Grouped, free: Grouped, config: InferenceConfig,
     step: Callable[[Grouped], Step], evaluate: Callable[[Grouped], Evaluation],
+    first: Callable[[Grouped], Step] | None = None,
 ) -> tuple[Grouped, Evaluation, Tensor]:
     """K local gradient steps on the free entries of ``z`` (in place).
 
     ``step(z)`` gives dF/dz and the quadratic energy at a state (:meth:`PCModel.gradient`
-    with a fixed drive when filtering; a window's when smoothing); ``evaluate(z)`` the
-    :class:`Evaluation` (its ``grad`` is not needed), taken once at the final state. Returns
-    the final state, its evaluation and the trace of the batch-mean free energy.
+    with a fixed drive when filtering; a window's when smoothing); ``first``, when given,
+    replaces it at the first iteration (the same step, skipping work known to be zero);
+    ``evaluate(z)`` the :class:`Evaluation` (its ``grad`` is not needed), taken once at the
+    final state. Returns the final state, its evaluation and the trace of the batch-mean free
+    energy.
 
     Nothing here waits on the device inside the loop unless ``config.tol`` asks for an early
     stop: the trace stays a list of 0-d tensors, and its finiteness is read every
@@ -279,9 +303,9 @@ def descend(
     stopped = False
     if config.compile and config.steps:
         loop = _loop if traced else _compiled(_loop, z[0].device.type)
-        trace = list(loop(step, z, free, rate, velocity, config))
+        trace = list(loop(step, z, free, rate, velocity, config, first))
     for it in range(len(trace), config.steps):
-        s = step(z)
+        s = (first if it == 0 and first is not None else step)(z)
         trace.append(s.quadratic)
         if config.tol:
             f = trace[-1] = 0.5 * s.quadratic / batch + log_norm
@@ -307,11 +331,12 @@ def descend(
 
 
 def _loop(step: Callable[[Grouped], Step], z: Grouped, free: Grouped, rate: list,
-          velocity: Grouped | None, config: InferenceConfig) -> Tensor:
+          velocity: Grouped | None, config: InferenceConfig,
+          first: Callable[[Grouped], Step] | None = None) -> Tensor:
     """The K iterations with nothing read on the host: what ``compile=True`` compiles."""
     quadratic = []
-    for _ in range(config.steps):
-        s = step(z)
+    for it in range(config.steps):
+        s = (first if it == 0 and first is not None else step)(z)
         quadratic.append(s.quadratic)
         _update(z, s.grad, free, rate, velocity, config)
     return torch.stack(quadratic)

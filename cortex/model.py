@@ -357,11 +357,14 @@ class PCModel(nn.Module):
         """An :class:`IterationPlan` for the current parameters (build one per inference call)."""
         return IterationPlan(self, active)
 
-    def gradient(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None) -> "Step":
+    def gradient(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None,
+                 settled: Sequence[bool] | None = None) -> "Step":
         """The lean per-iteration evaluation: dF/dz, the back-sent errors h and the summed
-        quadratic form eps^T Pi eps (a 0-d tensor: no host sync). Pass a ``plan`` to reuse it."""
+        quadratic form eps^T Pi eps (a 0-d tensor: no host sync). Pass a ``plan`` to reuse it;
+        ``settled`` marks groups whose every column equals its prediction (see
+        :meth:`IterationPlan.run`)."""
         with torch.no_grad():
-            _, eps, weighted, h, grad = (plan or self.plan()).run(z, drive)
+            _, eps, weighted, h, grad = (plan or self.plan()).run(z, drive, settled=settled)
             quad = None
             for pe, e in zip(weighted, eps):
                 if e is not None:
@@ -635,17 +638,24 @@ class IterationPlan:
         self.zero = {src: _runs([r for r, state in enumerate(rows) if not state])
                      for src, rows in written.items()}
 
-    def run(self, z: Grouped, drive: Grouped, gradient: bool = True) -> tuple[Grouped, list, list, Grouped, list]:
+    def run(self, z: Grouped, drive: Grouped, gradient: bool = True,
+            settled: Sequence[bool] | None = None) -> tuple[Grouped, list, list, Grouped, list]:
         """Rates f(z), errors eps, Pi eps, the error sent back h = g'(a) Pi eps, and dF/dz
         (None for inactive groups; eps, Pi eps and h are None for groups without energy).
 
         Groups with g = identity accumulate eps = z - drive - sum W f(z^p) in place (no
         separate prediction); the back-projection accumulates into one tensor per group;
         f'(z) * back is one fused op where the activation has one.
+
+        ``settled[k]``: every column of group k equals its prediction, as the forward fill
+        leaves it, so its errors are zero. Its predictions and back-projections are skipped
+        (its errors and h come back None, like a silent group's): the first iteration after
+        the fill then costs the products of the clamped leaves' errors alone.
         """
         fz = [zg if f is None else f.fn(zg) for f, zg in zip(self.f, z)]
-        acc = [None if silent else zg - d if g is None else d.expand_as(zg).clone()
-               for silent, g, zg, d in zip(self.silent, self.g, z, drive)]
+        quiet = self.silent if settled is None else [q or s for q, s in zip(self.silent, settled)]
+        acc = [None if q else zg - d if g is None else d.expand_as(zg).clone()
+               for q, g, zg, d in zip(quiet, self.g, z, drive)]
         space = self.workspace
         for i, (src, dst, src_sel, dst_sel, wt, sign) in enumerate(self.forward):
             if acc[dst] is None:
@@ -678,8 +688,12 @@ class IterationPlan:
             return fz, eps, weighted, h, [None] * len(z)
         back: list[Tensor | None] = [None] * len(z)
         for i, (src, dst, src_sel, dst_sel, w) in enumerate(self.backward):
+            if h[dst] is None:  # settled: nothing to send back
+                continue
             hd = _select(h[dst], dst_sel, space, ("h", i))
-            if back[src] is None:
+            if back[src] is None and settled is not None:  # a skipped edge may be the one that writes rows
+                back[src] = torch.zeros_like(z[src])
+            elif back[src] is None:
                 back[src] = torch.empty_like(z[src])
                 for rows in self.zero[src]:
                     back[src][rows].zero_()

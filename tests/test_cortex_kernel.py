@@ -116,6 +116,39 @@ def test_forward_fill_equals_a_full_prediction_per_generation() -> None:
             assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_settled_first_iteration_equals_the_full_one() -> None:
+    """Right after the forward fill, an iteration that skips the groups the fill set wholly
+    (their errors are zero) gives the same gradient and energy as the full iteration, on
+    random DAGs whose groups are partly clamped, partly filled."""
+    skipped = 0
+    for seed in range(8):
+        gen = torch.Generator().manual_seed(seed)
+        model = PCModel(from_networkx(random_dag(seed, n_nodes=9)), generator=gen, dtype=torch.float64)
+        observed = [n.name for n in model.spec.nodes if n.kind == "observed"]
+        data, _ = _clamp_and_start(model, 5, gen, ["inp", *observed[:1]])
+        drive = model.drive(5)
+        z = model.fill(model.to_grouped(data, 5), drive, frozenset(data))
+        plan = model.plan(active=[any(n not in data for n in g.names) for g in model.groups])
+        settled = [not any(n in data for n in g.names) for g in model.groups]
+        skipped += sum(settled)
+        full, first = model.gradient(z, drive, plan), model.gradient(z, drive, plan, settled)
+        assert torch.allclose(full.quadratic, first.quadratic, rtol=1e-12, atol=1e-12)
+        for a, b in zip(full.grad, first.grad):
+            assert (a is None) == (b is None)
+            if a is not None:
+                assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert skipped >= 8
+
+
+def test_compiled_infer_names_non_finite_data() -> None:
+    """The compiled unit checks the data's finiteness in the graph; non-finite data is named as
+    on the eager path."""
+    for compiled in (False, True):
+        with pytest.raises(ValueError, match="data for node 'x' contains NaN or inf"):
+            infer(diverging_model(), {"x": torch.tensor([[1.0, float("nan")], [0.0, 0.0], [1.0, 1.0]])},
+                  InferenceConfig(steps=12, lr=1.0, init="zeros", compile=compiled))
+
+
 def test_compiled_learn_step_equals_eager() -> None:
     """On a CPU compile=True runs the whole learning step's inference (forward initialisation,
     K iterations, final evaluation) and the local-rule gradients as one compiled unit, with a
