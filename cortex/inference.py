@@ -348,14 +348,18 @@ _COMPILED: dict[tuple[Callable, str], Callable] = {}
 def _compiled(fn: Callable, device_type: str) -> Callable:
     """``fn`` compiled as one graph for a device type, once per process: on a GPU as CUDA
     graphs (the K iterations are one launch), on a CPU with a C++ wrapper calling the kernels
-    (at pc-digits' sizes ~15 % faster than Python calling them)."""
+    (at pc-digits' sizes ~15 % faster than Python calling them).
+
+    Inductor's reordering for peak memory is off: in torch 2.13 it mis-ordered the compiled
+    loop of a three-level sheet, whose free-energy trace then lost every other update (the
+    eager and ``aot_eager`` traces agree; Inductor's agrees with them once the pass is off;
+    ``tests/test_cortex_kernel.py``)."""
     key = (fn, device_type)
     if key not in _COMPILED:
-        if device_type == "cuda":
-            kwargs = {"mode": "reduce-overhead"}
-        else:
-            kwargs = {"options": {"cpp_wrapper": True}}
-        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, **kwargs)
+        options = {"reorder_for_peak_memory": False}
+        # reduce-overhead is CUDA graphs; on a CPU a C++ wrapper calls the kernels
+        options.update({"triton.cudagraphs": True} if device_type == "cuda" else {"cpp_wrapper": True})
+        _COMPILED[key] = torch.compile(fn, fullgraph=True, dynamic=False, options=options)
     return _COMPILED[key]
 
 

@@ -509,13 +509,14 @@ class Evaluation:
 
 def _select(x: Tensor, sel: slice | Tensor | None, space: "_Workspace | None" = None, key=None) -> Tensor:
     """The entries of an edge group's side of a node group: all (None), a view, or a gather
-    (into a reused buffer of ``space`` when given: a fresh tensor of many megabytes per
-    iteration costs more than the copy)."""
+    (into a reused buffer of ``space`` when given and not traced: eagerly, a fresh tensor of
+    many megabytes per iteration costs more than the copy; a compiled graph plans its own
+    memory)."""
     if sel is None:
         return x
     if isinstance(sel, slice):
         return x[sel]
-    if space is None:
+    if space is None or torch.compiler.is_compiling():
         return x.index_select(0, sel)
     return torch.index_select(x, 0, sel, out=space(key, (len(sel), *x.shape[1:]), x))
 
