@@ -1,6 +1,8 @@
 """The grouped inference kernel (and its compiled form) equals the per-node computation."""
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -195,6 +197,40 @@ def test_compiled_loop_of_a_sheet_equals_eager() -> None:
         traces.append(trace)
     assert (traces[0].diff() < 0).all()
     assert torch.allclose(traces[0], traces[1], rtol=1e-5)
+    with warnings.catch_warnings():  # the whole call, checked against eager on its first call
+        warnings.simplefilter("error")
+        whole = infer(model, data, InferenceConfig(steps=4, lr=0.05, compile=True))
+    assert torch.allclose(whole.trace, traces[0], rtol=1e-5)
+
+
+def test_a_compiled_call_that_disagrees_with_eager_is_not_used(monkeypatch) -> None:
+    """The first compiled call of each kind is checked against the eager path; a compiled unit
+    whose free-energy trace differs is reported and never called again for that kind."""
+    import cortex.inference as inference
+
+    calls = []
+
+    def miscompiled(fn, device_type):  # the whole call, run eagerly, with a wrong trace
+        if fn is not inference._infer_checked:
+            return fn
+
+        def run(*args):
+            calls.append(1)
+            beliefs, grads, finite = fn(*args)
+            beliefs.trace = beliefs.trace * 1.01
+            return beliefs, grads, finite
+        return run
+
+    monkeypatch.setattr(inference, "_compiled", miscompiled)
+    model = PCModel(from_networkx(random_dag(3)), generator=torch.Generator().manual_seed(3))
+    data, _ = _clamp_and_start(model, 4, torch.Generator().manual_seed(4), ["inp"])
+    eager = infer(model, data, InferenceConfig(steps=5))
+    with pytest.warns(UserWarning, match="differs from the eager path"):
+        first = infer(model, data, InferenceConfig(steps=5, compile=True))
+    second = infer(model, data, InferenceConfig(steps=5, compile=True))
+    assert len(calls) == 1
+    for got in (first, second):
+        assert torch.equal(got.trace, eager.trace)
 
 
 def test_compiled_divergence_is_replayed_eagerly() -> None:
