@@ -48,8 +48,10 @@ class InferenceConfig:
     the local-rule gradients, with a C++ wrapper calling the kernels; on a GPU it is the K
     iterations, as CUDA graphs. The first call per shape compiles (seconds to a minute). The
     numbers equal the eager path's to float rounding (traced, tanh is a rational form within
-    4e-7 of torch's). A divergence is replayed eagerly to name its node and step. Not with
-    ``tol`` (an early stop reads F on the host every iteration)."""
+    4e-7 of torch's). The first call of each kind is checked against the eager path (a
+    disagreeing compiled unit is reported and not used again). A divergence is replayed eagerly
+    to name its node and step. Not with ``tol`` (an early stop reads F on the host every
+    iteration)."""
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -250,7 +252,8 @@ def _run(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, pa
                     return beliefs, grads
                 warnings.warn(f"compile=True: the compiled inference's free-energy trace {beliefs.trace.tolist()} "
                               f"differs from the eager path's {eager[0].trace.tolist()}; this model runs eager "
-                              "for data of these nodes and shape (a compiler bug: please report it)")
+                              "for data of these nodes and shape (a compiler bug, or inference so "
+                              "unstable that float rounding changes its course)")
                 return eager
             check_data(model, data)
         config = replace(config, compile=False)
