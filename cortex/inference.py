@@ -230,34 +230,46 @@ def _run(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, pa
             f"action has shape {tuple(action.shape)}; expected (batch={batch}, action_dim={model.spec.action_dim})"
         )
     if compiled and batch:
-        # On a GPU only the loop is compiled (in descend), as CUDA graphs: their outputs are
-        # overwritten by the next replay, which the beliefs of a whole compiled call would be.
-        model.spec.generations()  # built once on the host (networkx), then only read when traced
-        args = (config, batch, past, action, start, recognizer)
-        verified = _VERIFIED.setdefault(model, {})
-        key = (tuple(data), batch, config, rule, past is None, action is None, tuple(start or ()), recognizer is None)
-        if verified.get(key, True):
-            beliefs, grads, finite = _compiled(_infer_checked, model.device.type)(model, data, *args, rule)
-            # One read from the device per call; non-finite data is named by check_data, a
-            # divergence replayed eagerly to name its node and step.
-            if math.isfinite(finite.item()):
-                if key in verified:
-                    return beliefs, grads
-                # The first call of each kind is checked against the eager path: a compiler
-                # that mis-orders the graph (as Inductor 2.13 did a sheet's compiled loop) must
-                # not pass for a result.
-                eager = _infer(model, data, replace(config, compile=False), *args[1:], False)
-                verified[key] = bool(torch.allclose(beliefs.trace, eager[0].trace, rtol=1e-3))
-                if verified[key]:
-                    return beliefs, grads
-                warnings.warn(f"compile=True: the compiled inference's free-energy trace {beliefs.trace.tolist()} "
-                              f"differs from the eager path's {eager[0].trace.tolist()}; this model runs eager "
-                              "for data of these nodes and shape (a compiler bug, or inference so "
-                              "unstable that float rounding changes its course)")
-                return eager
-            check_data(model, data)
+        result = _run_compiled(model, data, config, batch, past, action, start, recognizer, rule)
+        if result is not None:
+            return result
         config = replace(config, compile=False)
     return _infer(model, data, config, batch, past, action, start, recognizer, False)
+
+
+def _run_compiled(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, batch: int,
+                  past: Grouped | None, action: Tensor | None, start: Mapping[str, Tensor] | None,
+                  recognizer: Recognizer | None, rule: bool) -> tuple[Beliefs, list | None] | None:
+    """The whole call as one compiled unit (on a CPU), or None where the eager path must run:
+    the trace or the data is not finite (the eager path names the node), or this kind of call
+    disagreed with the eager path on its first call.
+
+    The first call of each kind (model, clamped nodes, batch, config) is checked against the
+    eager path: a compiler that mis-orders the graph (as torch 2.13's Inductor did a sheet's
+    compiled loop) must not pass for a result."""
+    # On a GPU only the loop is compiled (in descend), as CUDA graphs: their outputs are
+    # overwritten by the next replay, which the beliefs of a whole compiled call would be.
+    verified = _VERIFIED.setdefault(model, {})
+    key = (tuple(data), batch, config, rule, past is None, action is None, tuple(start or ()), recognizer is None)
+    if not verified.get(key, True):
+        return None
+    model.spec.generations()  # built once on the host (networkx), then only read when traced
+    args = (config, batch, past, action, start, recognizer)
+    beliefs, grads, finite = _compiled(_infer_checked, model.device.type)(model, data, *args, rule)
+    if not math.isfinite(finite.item()):  # one read from the device per call
+        check_data(model, data)
+        return None
+    if key in verified:
+        return beliefs, grads
+    eager = _infer(model, data, replace(config, compile=False), *args[1:], False)
+    verified[key] = bool(torch.allclose(beliefs.trace, eager[0].trace, rtol=1e-3))
+    if verified[key]:
+        return beliefs, grads
+    warnings.warn(f"compile=True: the compiled inference's free-energy trace {beliefs.trace.tolist()} "
+                  f"differs from the eager path's {eager[0].trace.tolist()}; this model runs eager "
+                  "for data of these nodes and shape (a compiler bug, or inference so "
+                  "unstable that float rounding changes its course)")
+    return eager
 
 
 # Per model, per kind of compiled call: whether its first call agreed with the eager path.
