@@ -390,7 +390,7 @@ def _compiled(fn: Callable, device_type: str) -> Callable:
     peak memory is off: in torch 2.13 it mis-ordered that loop for a three-level sheet, whose
     free-energy trace then lost every other update (the eager and ``aot_eager`` traces agree;
     Inductor's agrees with them once the pass is off; ``tests/test_cortex_kernel.py``). The
-    whole call keeps the pass (4-10 % faster at B = 256, width 512); :func:`_run` checks the
+    whole call keeps the pass (4-10 % faster at B = 256, width 512); :func:`_run_compiled` checks the
     first call of each kind against the eager path."""
     key = (fn, device_type)
     if key not in _COMPILED:
