@@ -13,12 +13,12 @@ import math
 import warnings
 import weakref
 from dataclasses import dataclass, replace
-from typing import Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-from cortex.model import Evaluation, Grouped, PCModel, Step
+from cortex.model import Evaluation, Grouped, PCModel, Step, Wavefront
 from cortex.recognition import Recognizer
 
 InitMode = Literal["forward", "amortised", "zeros"]
@@ -286,17 +286,14 @@ def _infer(model: PCModel, data: Mapping[str, Tensor], config: InferenceConfig, 
         free = model.clamped_mask(data, batch)
         z = initial_state(model, data, batch, drive, config.init, start, recognizer)
         plan = model.plan(active=[any(n not in data for n in g.names) for g in model.groups])
-        first = None
+        lead = []
         if torch.compiler.is_compiling() and config.init == "forward":
-            # The fill set every column of these groups to its prediction: the first iteration
-            # skips their (zero) errors. Traced only, so the eager path's numbers stay those of
-            # earlier releases (its first iteration computes errors of rounding size there).
-            done = set(data) | set(start or {})
-            settled = [not any(n in done for n in g.names) for g in model.groups]
-            if any(settled):
-                first = lambda state: model.gradient(state, drive, plan, settled)
+            # The fill set the columns it filled to their predictions: the first iterations
+            # compute only the errors that its clamped columns have reached. Traced only, so the
+            # eager path's numbers stay those of earlier releases (they differ in rounding).
+            lead = Wavefront(model, plan, z, drive, data, set(data) | set(start or {}), config.steps).steps()
         z, ev, trace = descend(model, z, free, config, lambda state: model.gradient(state, drive, plan),
-                               lambda state: model.evaluate(state, drive, plan, gradient=False), first)
+                               lambda state: model.evaluate(state, drive, plan, gradient=False), lead)
         grads = [None if g is None else g * scale for g, scale in model.local_grads(ev, past, action)] if rule else None
     return Beliefs(z=z, energy=ev.energies, errors=ev.errors, trace=trace, free=free, drive=drive,
                    slot=model.slot, evaluation=ev), grads
@@ -313,13 +310,13 @@ def _infer_checked(model: PCModel, data: Mapping[str, Tensor], *args) -> tuple[B
 def descend(
     model: PCModel, z: Grouped, free: Grouped, config: InferenceConfig,
     step: Callable[[Grouped], Step], evaluate: Callable[[Grouped], Evaluation],
-    first: Callable[[Grouped], Step] | None = None,
+    lead: Sequence[Callable[[Grouped], Step]] = (),
 ) -> tuple[Grouped, Evaluation, Tensor]:
     """K local gradient steps on the free entries of ``z`` (in place).
 
     ``step(z)`` gives dF/dz and the quadratic energy at a state (:meth:`PCModel.gradient`
-    with a fixed drive when filtering; a window's when smoothing); ``first``, when given,
-    replaces it at the first iteration (the same step, skipping work known to be zero);
+    with a fixed drive when filtering; a window's when smoothing); ``lead`` replaces it at
+    the first iterations (the same steps, skipping work known to be zero: :class:`Wavefront`);
     ``evaluate(z)`` the :class:`Evaluation` (its ``grad`` is not needed), taken once at the
     final state. Returns the final state, its evaluation and the trace of the batch-mean free
     energy.
@@ -339,9 +336,9 @@ def descend(
     stopped = False
     if config.compile and config.steps:
         loop = _loop if traced else _compiled(_loop, z[0].device.type)
-        trace = list(loop(step, z, free, rate, velocity, config, first))
+        trace = list(loop(step, z, free, rate, velocity, config, lead))
     for it in range(len(trace), config.steps):
-        s = (first if it == 0 and first is not None else step)(z)
+        s = (lead[it] if it < len(lead) else step)(z)
         trace.append(s.quadratic)
         if config.tol:
             f = trace[-1] = 0.5 * s.quadratic / batch + log_norm
@@ -368,11 +365,11 @@ def descend(
 
 def _loop(step: Callable[[Grouped], Step], z: Grouped, free: Grouped, rate: list,
           velocity: Grouped | None, config: InferenceConfig,
-          first: Callable[[Grouped], Step] | None = None) -> Tensor:
+          lead: Sequence[Callable[[Grouped], Step]] = ()) -> Tensor:
     """The K iterations with nothing read on the host: what ``compile=True`` compiles."""
     quadratic = []
     for it in range(config.steps):
-        s = (first if it == 0 and first is not None else step)(z)
+        s = (lead[it] if it < len(lead) else step)(z)
         quadratic.append(s.quadratic)
         _update(z, s.grad, free, rate, velocity, config)
     return torch.stack(quadratic)

@@ -18,9 +18,10 @@ forward computation kept differentiable, so tests can hold the local rule to aut
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Collection, Mapping, Sequence
+from typing import Callable, Collection, Mapping, Sequence
 
 import networkx as nx
 import torch
@@ -240,13 +241,16 @@ class PCModel(nn.Module):
             _bmm_into(out[eg.dst], dst_sel, x, w.transpose(1, 2))
         return out
 
-    def fill(self, z: Grouped, drive: Grouped, done: frozenset[str] = frozenset()) -> Grouped:
+    def fill(self, z: Grouped, drive: Grouped, done: frozenset[str] = frozenset(),
+             out: Grouped | None = None) -> Grouped:
         """Set every node not in ``done`` to its prediction mu, parents first (in place).
 
         One pass per topological generation that has nodes to fill, computing only the
         edges into those nodes (a batched op per edge group), so a chain of L columns costs
-        one forward pass in all, not L.
+        one forward pass in all, not L. With ``out`` the predictions from ``z`` as it stands
+        are written there instead (``z`` is only read).
         """
+        out = z if out is None else out
         with torch.no_grad():
             for gen in self._fill_plan(frozenset(done)):
                 pre = {k: _select(drive[k], sel).expand(-1, z[k].shape[1], -1).clone()
@@ -261,10 +265,10 @@ class PCModel(nn.Module):
                 for k, sel in gen.targets.items():
                     mu = pre[k] if self.groups[k].g.is_identity else self.groups[k].g.fn(pre[k])
                     if isinstance(sel, slice):
-                        z[k][sel] = mu
+                        out[k][sel] = mu
                     else:
-                        z[k].index_copy_(0, sel, mu)
-        return z
+                        out[k].index_copy_(0, sel, mu)
+        return out
 
     def _fill_plan(self, done: frozenset[str]) -> list["_FillStep"]:
         key = (done, self.device)
@@ -357,20 +361,12 @@ class PCModel(nn.Module):
         """An :class:`IterationPlan` for the current parameters (build one per inference call)."""
         return IterationPlan(self, active)
 
-    def gradient(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None,
-                 settled: Sequence[bool] | None = None) -> "Step":
+    def gradient(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None) -> "Step":
         """The lean per-iteration evaluation: dF/dz, the back-sent errors h and the summed
-        quadratic form eps^T Pi eps (a 0-d tensor: no host sync). Pass a ``plan`` to reuse it;
-        ``settled`` marks groups whose every column equals its prediction (see
-        :meth:`IterationPlan.run`)."""
+        quadratic form eps^T Pi eps (a 0-d tensor: no host sync). Pass a ``plan`` to reuse it."""
         with torch.no_grad():
-            _, eps, weighted, h, grad = (plan or self.plan()).run(z, drive, settled=settled)
-            quad = None
-            for pe, e in zip(weighted, eps):
-                if e is not None:
-                    d = torch.dot(pe.view(-1), e.view(-1))
-                    quad = d if quad is None else quad.add_(d)
-        return Step(grad=grad, h=h, quadratic=z[0].new_zeros(()) if quad is None else quad)
+            _, eps, weighted, h, grad = (plan or self.plan()).run(z, drive)
+            return Step.of(eps, weighted, h, grad, z[0])
 
     def evaluate(self, z: Grouped, drive: Grouped, plan: "IterationPlan | None" = None, *,
                  gradient: bool = True) -> "Evaluation":
@@ -485,6 +481,17 @@ class Step:
     """g'(a) * Pi eps: the error each node sends back to its parents (None: only input columns)."""
     quadratic: Tensor
     """Sum over nodes and the batch of eps^T Pi eps (0-d): twice F minus its log-normaliser."""
+
+    @staticmethod
+    def of(eps: list, weighted: list, h: list, grad: list, like: Tensor) -> "Step":
+        """The step from :meth:`IterationPlan.run`'s errors, weighted errors, h and dF/dz
+        (``like``: a tensor of the state's dtype and device)."""
+        quad = None
+        for pe, e in zip(weighted, eps):
+            if e is not None:
+                d = torch.dot(pe.view(-1), e.view(-1))
+                quad = d if quad is None else quad.add_(d)
+        return Step(grad=grad, h=h, quadratic=like.new_zeros(()) if quad is None else quad)
 
 
 @dataclass
@@ -603,6 +610,8 @@ class IterationPlan:
         self.silent = [zero for zero, _ in flags]
         self.precision = [None if one else p for p, (_, one) in zip(precision, flags)]
         self.forward, self.backward = [], []
+        self.ends: list[tuple[tuple[int, ...], tuple[int, ...]]] = []  # per forward entry: edge rows
+        self.back_ends: list[int] = []  # per backward entry: its forward entry
         self.workspace = _Workspace()
         for k, (eg, param, src_full, dst_full) in enumerate(zip(model.edge_groups, model.weights,
                                                                model._src_full, model._dst_full)):
@@ -624,6 +633,8 @@ class IterationPlan:
             if self.active[eg.src] and not self.silent[eg.dst]:
                 self.backward.append((eg.src, eg.dst, None if src_full else src_sel,
                                       None if dst_full else dst_sel, w))
+                self.back_ends.append(len(self.forward) - 1)
+            self.ends.append((eg.src_index, eg.dst_index))
         # The back-projection into a group is written, not added, by an edge group whose source
         # rows are a slice no earlier edge group touched; every row not first written that way
         # is zeroed before the first product lands (a scatter-add needs zeros beneath it).
@@ -642,27 +653,36 @@ class IterationPlan:
                      for src, rows in written.items()}
 
     def run(self, z: Grouped, drive: Grouped, gradient: bool = True,
-            settled: Sequence[bool] | None = None) -> tuple[Grouped, list, list, Grouped, list]:
+            front: "Front | None" = None) -> tuple[Grouped, list, list, Grouped, list]:
         """Rates f(z), errors eps, Pi eps, the error sent back h = g'(a) Pi eps, and dF/dz
         (None for inactive groups; eps, Pi eps and h are None for groups without energy).
 
-        Groups with g = identity accumulate eps = z - drive - sum W f(z^p) in place (no
+        Groups with g = identity accumulate eps = z - drive - sum W f(z) in place (no
         separate prediction); the back-projection accumulates into one tensor per group;
         f'(z) * back is one fused op where the activation has one.
 
-        ``settled[k]``: every column of group k equals its prediction, as the forward fill
-        leaves it, so its errors are zero. Its predictions and back-projections are skipped
-        (its errors and h come back None, like a silent group's): the first iteration after
-        the fill then costs the products of the clamped leaves' errors alone.
+        ``front``: one of the first iterations after the forward fill (see :class:`Wavefront`).
+        Where g is the identity, a row's error is z - mu_fill until one of its parents has
+        moved: only the other rows take their products. Only the rows that can have a nonzero
+        error send it back.
         """
         fz = [zg if f is None else f.fn(zg) for f, zg in zip(self.f, z)]
-        quiet = self.silent if settled is None else [q or s for q, s in zip(self.silent, settled)]
-        acc = [None if q else zg - d if g is None else d.expand_as(zg).clone()
-               for q, g, zg, d in zip(quiet, self.g, z, drive)]
+        ref = drive if front is None else front.ref
+        acc = [None if q or (front is not None and not front.live[k]) else
+               zg - d if g is None else drive[k].expand_as(zg).clone()
+               for k, (q, g, zg, d) in enumerate(zip(self.silent, self.g, z, ref))]
         space = self.workspace
         for i, (src, dst, src_sel, dst_sel, wt, sign) in enumerate(self.forward):
             if acc[dst] is None:
                 continue
+            if front is not None and self.g[dst] is None:  # else every row's prediction
+                keep = front.edges(self.ends[i], src, dst, into=front.full)
+                if keep is None:
+                    continue
+                if keep is not True:
+                    src_sel, dst_sel, pos = keep
+                    _add_into(acc[dst], dst_sel, torch.bmm(_select(fz[src], src_sel), _select(wt, pos)), sign)
+                    continue
             x = _select(fz[src], src_sel, space, ("x", i))
             if self.traced and not self.active[src]:
                 # A wholly clamped source sends the same prediction every iteration of the
@@ -691,12 +711,23 @@ class IterationPlan:
             return fz, eps, weighted, h, [None] * len(z)
         back: list[Tensor | None] = [None] * len(z)
         for i, (src, dst, src_sel, dst_sel, w) in enumerate(self.backward):
-            if h[dst] is None:  # settled: nothing to send back
+            if h[dst] is None:  # no energy, or no live row
+                continue
+            if front is not None:
+                # Accumulated onto zeros: a skipped edge may be the one that writes rows.
+                keep = front.edges(self.ends[self.back_ends[i]], src, dst, into=front.live, free=True)
+                if keep is None:
+                    continue
+                if back[src] is None:
+                    back[src] = torch.zeros_like(z[src])
+                if keep is not True:
+                    src_sel, dst_sel, pos = keep
+                    _add_into(back[src], src_sel, torch.bmm(_select(h[dst], dst_sel), _select(w, pos)), 1.0)
+                    continue
+                _bmm_into(back[src], src_sel, _select(h[dst], dst_sel), w)
                 continue
             hd = _select(h[dst], dst_sel, space, ("h", i))
-            if back[src] is None and settled is not None:  # a skipped edge may be the one that writes rows
-                back[src] = torch.zeros_like(z[src])
-            elif back[src] is None:
+            if back[src] is None:
                 back[src] = torch.empty_like(z[src])
                 for rows in self.zero[src]:
                     back[src][rows].zero_()
@@ -714,6 +745,98 @@ class IterationPlan:
                 vjp = bk if f is None else f.vjp(bk, zg, fzg)
                 grad.append(vjp.neg_() if pe is None else torch.sub(pe, vjp))
         return fz, eps, weighted, h, grad
+
+
+@dataclass
+class Front:
+    """One of the first iterations after the forward fill, as far as the fill's effect has
+    reached (built by :class:`Wavefront`). Per group: ``live[k]`` the rows whose errors can be
+    nonzero, ``full[k]`` those of them with a parent that has moved (their prediction is
+    recomputed), ``free[k]`` the rows inference changes, and ``ref[k]`` what eps = z - ref
+    - sum W f(z) subtracts before the products: the drive in ``full`` rows, the prediction
+    at the fill in the others (the filled state itself where the fill set it)."""
+
+    live: list[frozenset[int]]
+    full: list[frozenset[int]]
+    free: list[frozenset[int]]
+    ref: Grouped
+    device: torch.device
+
+    def edges(self, ends: tuple[tuple[int, ...], tuple[int, ...]], src: int, dst: int, *,
+              into: list[frozenset[int]], free: bool = False) -> tuple | bool | None:
+        """Which edges of an edge group (its source and target rows ``ends``) this iteration
+        needs: those into the rows ``into``, and from free rows with ``free`` (the
+        back-projection). True for all of them, None for none, else the source, target and
+        edge selectors of the ones kept."""
+        src_rows, dst_rows = ends
+        keep = [p for p, (s, d) in enumerate(zip(src_rows, dst_rows))
+                if d in into[dst] and (not free or s in self.free[src])]
+        if not keep:
+            return None
+        if len(keep) == len(src_rows):
+            return True
+        as_sel = lambda index: _as_selector(index) or torch.tensor(index, device=self.device)  # noqa: E731
+        return as_sel([src_rows[p] for p in keep]), as_sel([dst_rows[p] for p in keep]), as_sel(keep)
+
+
+class Wavefront:
+    """The first iterations of inference from the forward fill, each computing only what
+    can be nonzero.
+
+    The fill sets every column it fills to its prediction: its error is exactly zero, and
+    stays so until the column or one of its parents moves. At first only the columns the fill
+    left alone (clamped data, ``start`` values) have errors; each iteration moves the free
+    columns those errors reach (the columns themselves and their parents), and the next one
+    has errors a level further. Until every error can be nonzero, an iteration computes only
+    the errors that can, the predictions of the columns whose parents have moved (the others
+    still have their prediction at the fill) and the back-projections of those errors: the
+    first iteration of a chain costs its clamped leaf's error alone.
+
+    :meth:`steps` gives those iterations, in order; the plan's full iteration follows them.
+    """
+
+    def __init__(self, model: PCModel, plan: IterationPlan, z: Grouped, drive: Grouped,
+                 clamped: Collection[str], done: Collection[str], steps: int) -> None:
+        spec = model.spec
+        energetic = {n.name for n in spec.nodes if n.has_energy}
+        free = set(spec.names) - set(clamped)
+        parents: dict[str, set[str]] = {n: set() for n in spec.names}
+        children: dict[str, set[str]] = {n: set() for n in spec.names}
+        for p, c in spec.edges:
+            parents[c].add(p)
+            children[p].add(c)
+        # per iteration: the columns whose errors can be nonzero, and those with a moved parent
+        self.schedule: list[tuple[set[str], set[str]]] = []
+        moved: set[str] = set()
+        while len(self.schedule) < steps:
+            live = {n for n in energetic if n in done or n in moved or parents[n] & moved}
+            grow = {n for n in free if n in live or children[n] & live}
+            if live == energetic and grow <= moved:
+                break
+            self.schedule.append((live, {n for n in live if parents[n] & moved}))
+            moved = moved | grow
+        self.plan, self.drive, self.device, self.groups = plan, drive, model.device, model.groups
+        self.free = self._rows(free)
+        # mu at the fill: the filled state itself, and the prediction of the columns it left alone
+        targets = energetic & set(done)
+        self.base = model.fill(z, drive, frozenset(set(spec.names) - targets), out=[zg.clone() for zg in z])
+
+    def steps(self) -> list[Callable[[Grouped], "Step"]]:
+        return [functools.partial(self._step, t) for t in range(len(self.schedule))]
+
+    def _rows(self, names: set[str]) -> list[frozenset[int]]:
+        """The rows of ``names`` in each group."""
+        return [frozenset(i for i, n in enumerate(g.names) if n in names) for g in self.groups]
+
+    def _step(self, t: int, z: Grouped) -> "Step":
+        live, full = map(self._rows, self.schedule[t])
+        ref = [b if not rows else torch.where(
+            torch.tensor([i in rows for i in range(len(b))], device=self.device).view(-1, 1, 1), d, b)
+            for rows, b, d in zip(full, self.base, self.drive)]
+        front = Front(live, full, self.free, ref, self.device)
+        with torch.no_grad():
+            _, eps, weighted, h, grad = self.plan.run(z, self.drive, front=front)
+        return Step.of(eps, weighted, h, grad, z[0])
 
 
 def _accumulate(param: Tensor, grad: Tensor, scale: float = 1.0) -> None:
