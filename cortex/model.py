@@ -78,6 +78,11 @@ def _as_selector(index: Sequence[int]) -> slice | None:
     return None
 
 
+def _selector(index: Sequence[int], device: torch.device) -> slice | Tensor:
+    """A slice for a contiguous ascending run, else an index tensor on ``device``."""
+    return _as_selector(index) or torch.tensor(index, device=device)
+
+
 class PCModel(nn.Module):
     """A generative model on a DAG of cortical columns with local inference and learning.
 
@@ -274,7 +279,7 @@ class PCModel(nn.Module):
         key = (done, self.device)
         if torch.compiler.is_compiling() or key not in self._fill_cache:
             steps = []
-            as_sel = lambda index: _as_selector(index) or torch.tensor(index, device=self.device)
+            as_sel = functools.partial(_selector, device=self.device)
             for generation in self.spec.generations():
                 todo = [n for n in generation if n not in done]
                 if not todo:
@@ -556,6 +561,13 @@ def _add_into(target: Tensor, sel: slice | Tensor | None, product: Tensor, alpha
         target.index_add_(0, sel, product, alpha=alpha)
 
 
+def _edges_into(target: Tensor, to: slice | Tensor, x: Tensor, frm: slice | Tensor, w: Tensor,
+                pos: slice | Tensor, alpha: float) -> None:
+    """target[to] += alpha * x[frm] @ w[pos]: the product of some edges of an edge group (their
+    positions ``pos``, as :meth:`Front.edges` selects them)."""
+    _add_into(target, to, torch.bmm(_select(x, frm), _select(w, pos)), alpha)
+
+
 def _runs(rows: list[int]) -> list[slice]:
     """Ascending row numbers as the fewest slices: [0, 1, 2, 5] -> [0:3, 5:6]."""
     runs: list[slice] = []
@@ -681,7 +693,7 @@ class IterationPlan:
                     continue
                 if keep is not True:
                     src_sel, dst_sel, pos = keep
-                    _add_into(acc[dst], dst_sel, torch.bmm(_select(fz[src], src_sel), _select(wt, pos)), sign)
+                    _edges_into(acc[dst], dst_sel, fz[src], src_sel, wt, pos, sign)
                     continue
             x = _select(fz[src], src_sel, space, ("x", i))
             if self.traced and not self.active[src]:
@@ -722,7 +734,7 @@ class IterationPlan:
                     back[src] = torch.zeros_like(z[src])
                 if keep is not True:
                     src_sel, dst_sel, pos = keep
-                    _add_into(back[src], src_sel, torch.bmm(_select(h[dst], dst_sel), _select(w, pos)), 1.0)
+                    _edges_into(back[src], src_sel, h[dst], dst_sel, w, pos, 1.0)
                     continue
                 _bmm_into(back[src], src_sel, _select(h[dst], dst_sel), w)
                 continue
@@ -752,9 +764,10 @@ class Front:
     """One of the first iterations after the forward fill, as far as the fill's effect has
     reached (built by :class:`Wavefront`). Per group: ``live[k]`` the rows whose errors can be
     nonzero, ``full[k]`` those of them with a parent that has moved (their prediction is
-    recomputed), ``free[k]`` the rows inference changes, and ``ref[k]`` what eps = z - ref
-    - sum W f(z) subtracts before the products: the drive in ``full`` rows, the prediction
-    at the fill in the others (the filled state itself where the fill set it)."""
+    recomputed), ``free[k]`` the rows inference changes, and, where g is the identity,
+    ``ref[k]``: what eps = z - ref - sum W f(z) subtracts before the products, the drive in
+    ``full`` rows and the prediction at the fill in the others (the filled state itself where
+    the fill set it). A group with another g computes every row's prediction."""
 
     live: list[frozenset[int]]
     full: list[frozenset[int]]
@@ -775,8 +788,8 @@ class Front:
             return None
         if len(keep) == len(src_rows):
             return True
-        as_sel = lambda index: _as_selector(index) or torch.tensor(index, device=self.device)  # noqa: E731
-        return as_sel([src_rows[p] for p in keep]), as_sel([dst_rows[p] for p in keep]), as_sel(keep)
+        return tuple(_selector(index, self.device) for index in
+                     ([src_rows[p] for p in keep], [dst_rows[p] for p in keep], keep))
 
 
 class Wavefront:
@@ -788,9 +801,10 @@ class Wavefront:
     left alone (clamped data, ``start`` values) have errors; each iteration moves the free
     columns those errors reach (the columns themselves and their parents), and the next one
     has errors a level further. Until every error can be nonzero, an iteration computes only
-    the errors that can, the predictions of the columns whose parents have moved (the others
-    still have their prediction at the fill) and the back-projections of those errors: the
-    first iteration of a chain costs its clamped leaf's error alone.
+    the errors that can, the predictions of the columns whose parents have moved (where g is
+    the identity the others still have their prediction at the fill) and the back-projections
+    of those errors into free columns: the first iteration of a chain costs its clamped leaf's
+    error alone.
 
     :meth:`steps` gives those iterations, in order; the plan's full iteration follows them.
     """
@@ -817,8 +831,9 @@ class Wavefront:
             moved = moved | grow
         self.plan, self.drive, self.device, self.groups = plan, drive, model.device, model.groups
         self.free = self._rows(free)
-        # mu at the fill: the filled state itself, and the prediction of the columns it left alone
-        targets = energetic & set(done)
+        # mu at the fill where g is the identity: the filled state itself, and the prediction
+        # of the columns the fill left alone
+        targets = {n for n in energetic & set(done) if model.groups[model.slot[n][0]].g.is_identity}
         self.base = model.fill(z, drive, frozenset(set(spec.names) - targets), out=[zg.clone() for zg in z])
 
     def steps(self) -> list[Callable[[Grouped], "Step"]]:
@@ -830,9 +845,9 @@ class Wavefront:
 
     def _step(self, t: int, z: Grouped) -> "Step":
         live, full = map(self._rows, self.schedule[t])
-        ref = [b if not rows else torch.where(
+        ref = [b if not rows or g is not None else torch.where(
             torch.tensor([i in rows for i in range(len(b))], device=self.device).view(-1, 1, 1), d, b)
-            for rows, b, d in zip(full, self.base, self.drive)]
+            for rows, g, b, d in zip(full, self.plan.g, self.base, self.drive)]
         front = Front(live, full, self.free, ref, self.device)
         with torch.no_grad():
             _, eps, weighted, h, grad = self.plan.run(z, self.drive, front=front)
