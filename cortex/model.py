@@ -621,9 +621,7 @@ class IterationPlan:
             flags = torch.stack([torch.stack([(p == 0).all(), (p == 1).all()]) for p in precision]).tolist()
         self.silent = [zero for zero, _ in flags]
         self.precision = [None if one else p for p, (_, one) in zip(precision, flags)]
-        self.forward, self.backward = [], []
-        self.ends: list[tuple[tuple[int, ...], tuple[int, ...]]] = []  # per forward entry: edge rows
-        self.back_ends: list[int] = []  # per backward entry: its forward entry
+        self.forward, self.backward = [], []  # each entry ends with the edge group's (source, target) rows
         self.workspace = _Workspace()
         for k, (eg, param, src_full, dst_full) in enumerate(zip(model.edge_groups, model.weights,
                                                                model._src_full, model._dst_full)):
@@ -640,19 +638,18 @@ class IterationPlan:
             wt = w.transpose(1, 2)
             if not (self.traced and groups[eg.dst].dim < 12):
                 wt = wt.contiguous()
+            ends = (eg.src_index, eg.dst_index)
             self.forward.append((eg.src, eg.dst, None if src_full else src_sel,
-                                 None if dst_full else dst_sel, wt, sign))
+                                 None if dst_full else dst_sel, wt, sign, ends))
             if self.active[eg.src] and not self.silent[eg.dst]:
                 self.backward.append((eg.src, eg.dst, None if src_full else src_sel,
-                                      None if dst_full else dst_sel, w))
-                self.back_ends.append(len(self.forward) - 1)
-            self.ends.append((eg.src_index, eg.dst_index))
+                                      None if dst_full else dst_sel, w, ends))
         # The back-projection into a group is written, not added, by an edge group whose source
         # rows are a slice no earlier edge group touched; every row not first written that way
         # is zeroed before the first product lands (a scatter-add needs zeros beneath it).
         self.write: list[bool] = []
         written: dict[int, list[bool | None]] = {}  # per row: None untouched, True written, False zeroed
-        for src, _, src_sel, _, _ in self.backward:
+        for src, _, src_sel, *_ in self.backward:
             rows = written.setdefault(src, [None] * len(groups[src].names))
             span = range(len(rows)) if src_sel is None else (
                 range(src_sel.start, src_sel.stop) if isinstance(src_sel, slice) else None)
@@ -684,11 +681,11 @@ class IterationPlan:
                zg - d if g is None else drive[k].expand_as(zg).clone()
                for k, (q, g, zg, d) in enumerate(zip(self.silent, self.g, z, ref))]
         space = self.workspace
-        for i, (src, dst, src_sel, dst_sel, wt, sign) in enumerate(self.forward):
+        for i, (src, dst, src_sel, dst_sel, wt, sign, ends) in enumerate(self.forward):
             if acc[dst] is None:
                 continue
             if front is not None and self.g[dst] is None:  # else every row's prediction
-                keep = front.edges(self.ends[i], src, dst, into=front.full)
+                keep = front.edges(ends, src, dst, into=front.full)
                 if keep is None:
                     continue
                 if keep is not True:
@@ -722,12 +719,12 @@ class IterationPlan:
         if not gradient:
             return fz, eps, weighted, h, [None] * len(z)
         back: list[Tensor | None] = [None] * len(z)
-        for i, (src, dst, src_sel, dst_sel, w) in enumerate(self.backward):
+        for i, (src, dst, src_sel, dst_sel, w, ends) in enumerate(self.backward):
             if h[dst] is None:  # no energy, or no live row
                 continue
             if front is not None:
                 # Accumulated onto zeros: a skipped edge may be the one that writes rows.
-                keep = front.edges(self.ends[self.back_ends[i]], src, dst, into=front.live, free=True)
+                keep = front.edges(ends, src, dst, into=front.live, free=True)
                 if keep is None:
                     continue
                 if back[src] is None:
